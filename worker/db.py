@@ -84,10 +84,10 @@ def get_engine(url: str | None = None) -> Engine:
     return _ENGINES[url]
 
 
-def dispose_engines() -> None:
-    """Forget pooled connections inherited from a parent process (call after fork)."""
+def dispose_engines(close: bool = True) -> None:
+    """Drop the cached engines; after fork pass ``close=False`` to leave the parent's connections."""
     for engine in _ENGINES.values():
-        engine.dispose(close=False)  # the parent still owns its sockets/files
+        engine.dispose(close=close)
     _ENGINES.clear()
 
 

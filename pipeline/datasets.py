@@ -1,0 +1,200 @@
+"""Labelled image folders: find the examples, split by patient, decode once into arrays.
+
+Three layouts are understood: ``DATA/{TRAIN,VALIDATION,TEST}/{yes,no}/`` (what ``prepare-data``
+writes), a flat ``DATA/{yes,no}/`` and the LGG layout ``DATA/{tumor,no_tumor}/<case>/<slice>.jpg``
+with ``<slice>_mask.png`` beside each tumor slice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SPLITS = ("TRAIN", "VALIDATION", "TEST")
+CLASS_FOLDERS = {"yes": 1, "no": 0, "tumor": 1, "no_tumor": 0}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MASK_SUFFIX = "_mask.png"
+CACHE_VERSION = "2"
+
+
+class DataError(ValueError):
+    """A data folder that cannot be used as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled image; ``group`` is the patient (case) it belongs to, or the file stem."""
+
+    path: Path
+    label: int
+    group: str
+
+
+def _is_image(path: Path) -> bool:
+    return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.endswith(MASK_SUFFIX)
+            and not path.name.startswith("."))
+
+
+def _class_examples(folder: Path, label: int) -> list[Example]:
+    """Return the images below one class folder, grouped by their first sub-folder (the case)."""
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and _is_image(p)):
+        relative = path.relative_to(folder)
+        group = relative.parts[0] if len(relative.parts) > 1 else path.stem
+        found.append(Example(path, label, group))
+    return found
+
+
+def find_examples(folder: str | Path) -> list[Example]:
+    """Return the labelled images of a ``yes/no`` or ``tumor/no_tumor`` folder.
+
+    Args:
+        folder: a folder holding class folders (``yes``/``no`` or ``tumor``/``no_tumor``).
+
+    Returns:
+        The examples, sorted by class folder then path.
+    """
+    folder = Path(folder)
+    present = [name for name in CLASS_FOLDERS if (folder / name).is_dir()]
+    if not present:
+        raise DataError(f"{folder} has no class folders: expected 'yes' and 'no' "
+                        "(or 'tumor' and 'no_tumor') inside it")
+    examples = [e for name in present for e in _class_examples(folder / name, CLASS_FOLDERS[name])]
+    if not examples:
+        raise DataError(f"{folder} has class folders but no images in them")
+    return examples
+
+
+def has_splits(folder: str | Path) -> bool:
+    """Tell whether a folder holds TRAIN/VALIDATION/TEST sub-folders."""
+    return all((Path(folder) / name).is_dir() for name in SPLITS)
+
+
+def find_split(folder: str | Path, split: str) -> list[Example]:
+    """Return the examples of one split (TRAIN, VALIDATION or TEST) of a prepared folder."""
+    path = Path(folder) / split
+    if not path.is_dir():
+        raise DataError(f"{folder} has no {split} folder: run 'tumorlens prepare-data' first")
+    return find_examples(path)
+
+
+def evaluation_examples(folder: str | Path) -> list[Example]:
+    """Return what to evaluate in a folder: its TEST split when it has one, else all of it."""
+    return find_split(folder, "TEST") if has_splits(folder) else find_examples(folder)
+
+
+def manifest_digest(folder: str | Path) -> str | None:
+    """Return the sha256 of ``folder/manifest.csv``, or None when the folder has none."""
+    path = Path(folder) / "manifest.csv"
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _assign_cases(cases: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
+    shuffled = sorted(cases)
+    random.Random(seed).shuffle(shuffled)
+    bounds = np.round(np.cumsum(fractions) / sum(fractions) * len(shuffled)).astype(int)
+    return {case: SPLITS[int(np.searchsorted(bounds, i, side="right"))]
+            for i, case in enumerate(shuffled)}
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        os.symlink(source.resolve(), target)
+
+
+def split_by_case(src: str | Path, dest: str | Path, fractions: Sequence[float] = (0.6, 0.2, 0.2),
+                  seed: int = 0) -> dict[str, int]:
+    """Split a case-grouped folder into TRAIN/VALIDATION/TEST by case, never by slice.
+
+    Files are linked (symlinks), masks travel with their slice, and ``dest/manifest.csv`` records
+    every slice's split, label and case.
+
+    Args:
+        src: a folder with ``tumor/<case>/`` and ``no_tumor/<case>/`` (or ``yes``/``no``).
+        dest: where the split is written; existing links are kept.
+        fractions: shares of cases for TRAIN, VALIDATION and TEST.
+        seed: the shuffle seed, so the split can be made again.
+
+    Returns:
+        The number of slices in each split.
+    """
+    src, dest = Path(src), Path(dest)
+    examples = find_examples(src)
+    assignment = _assign_cases({e.group for e in examples}, fractions, seed)
+    counts = dict.fromkeys(SPLITS, 0)
+    rows = []
+    for example in examples:
+        split = assignment[example.group]
+        target = dest / split / ("yes" if example.label else "no") / example.path.name
+        _link(example.path, target)
+        mask = example.path.with_name(example.path.stem + MASK_SUFFIX)
+        if mask.is_file():
+            _link(mask, target.with_name(mask.name))
+        counts[split] += 1
+        rows.append((split, "yes" if example.label else "no", example.group,
+                     example.path.relative_to(src).as_posix()))
+    with open(dest / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("split", "label", "case", "source"))
+        writer.writerows(sorted(rows))
+    return counts
+
+
+def load_image(path: Path, size: tuple[int, int], color_mode: str) -> np.ndarray:
+    """Decode one image and resize it (bilinear) to ``size`` (width, height) as uint8 (h, w, c).
+
+    Colour conversion comes before resizing, in the same order as ``Analyzer.prepare``, so the
+    model trains on the pixels it will be shown.
+    """
+    with Image.open(path) as image:
+        image = image.convert("L" if color_mode == "grayscale" else "RGB")
+        array = np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _cache_key(examples: Sequence[Example], size: tuple[int, int], color_mode: str) -> str:
+    digest = hashlib.sha256(f"{CACHE_VERSION}|{size}|{color_mode}".encode())
+    for example in examples:
+        stat = example.path.stat()
+        digest.update(f"|{example.path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
+def load_arrays(examples: Sequence[Example], size: tuple[int, int], color_mode: str = "rgb",
+                cache_dir: str | Path | None = None, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every example once into one uint8 array, reusing an on-disk cache when present.
+
+    Args:
+        examples: the images to load.
+        size: the model input size (width, height).
+        color_mode: ``rgb`` or ``grayscale``.
+        cache_dir: where a ``.npy`` copy is kept so later runs skip decoding; None keeps none.
+        workers: decoding threads.
+
+    Returns:
+        ``(images, labels)``: uint8 (N, h, w, c) and int32 (N,).
+    """
+    labels = np.array([e.label for e in examples], dtype=np.int32)
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"images-{_cache_key(examples, size, color_mode)}.npy"
+        if cache.is_file():
+            return np.load(cache), labels
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        images = np.stack(list(pool.map(lambda e: load_image(e.path, size, color_mode), examples)))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, images)
+    return images, labels

@@ -1,0 +1,274 @@
+"""Train a classifier on prepared TRAIN/VALIDATION/TEST folders and write model + spec + card.
+
+Images are decoded once into uint8 arrays (cached as ``.npy``); augmentation and the model's
+preprocessing run on batches inside tf.data, so an epoch costs only the network's own compute.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import architectures, datasets
+from pipeline.augment import GEOMETRIC, build_augmenter
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = ["no_tumor", "tumor"]
+PREPROCESS_SCALE = {  # model.json preprocessing -> (scale, offset) on [0, 255] pixels
+    "unit": (1 / 255.0, 0.0),
+    "symmetric": (1 / 127.5, -1.0),
+    "none": (1.0, 0.0),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in the model card."""
+
+    arch: str = "lens"
+    weights: str | None = None
+    input_size: int = 224
+    epochs: int = 40
+    batch_size: int = 32
+    seed: int = 0
+    augment: Sequence[str] = GEOMETRIC
+    learning_rate: float = 1e-3
+    patience: int = 8
+    width: int = 24
+    extra_domains: Sequence[str] = field(default_factory=list)
+    name: str | None = None
+
+
+@dataclass
+class SplitData:
+    """The decoded arrays of TRAIN and VALIDATION (all domains) ready for fitting."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    counts: dict
+
+
+def _preprocess(preprocessing: str):
+    """Return a tensor function applying the spec's preprocessing to [0, 255] pixels."""
+    import tensorflow as tf
+
+    if preprocessing == "caffe":  # RGB -> BGR minus the ImageNet means, as keras.applications
+        means = tf.constant([103.939, 116.779, 123.68])
+        return lambda x: x[..., ::-1] - means
+    scale, offset = PREPROCESS_SCALE[preprocessing]
+    return lambda x: x * scale + offset
+
+
+def load_splits(folders: Sequence[str | Path], size: tuple[int, int], color_mode: str,
+                cache_dir: Path) -> SplitData:
+    """Decode TRAIN and VALIDATION of every folder once and concatenate them."""
+    parts = {"TRAIN": [], "VALIDATION": []}
+    counts = {}
+    for folder in folders:
+        for split, bucket in parts.items():
+            examples = datasets.find_split(folder, split)
+            bucket.append(datasets.load_arrays(examples, size, color_mode, cache_dir))
+            counts.setdefault(str(folder), {})[split] = _class_counts(bucket[-1][1])
+    (tx, ty), (vx, vy) = ([np.concatenate(a) for a in zip(*parts[s])] for s in parts)
+    return SplitData(tx, ty, vx, vy, counts)
+
+
+def _class_counts(labels: np.ndarray) -> dict[str, int]:
+    return {name: int(np.sum(labels == i)) for i, name in enumerate(CLASS_NAMES)}
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Return weights that make each class count as much as the other in the loss."""
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    return {i: float(labels.size / (len(counts) * c)) for i, c in enumerate(counts) if c}
+
+
+def make_datasets(data: SplitData, config: TrainConfig, preprocessing: str):
+    """Return (train, validation) tf.data pipelines; only the training one is augmented."""
+    import tensorflow as tf
+
+    augmenter = build_augmenter(config.augment, seed=config.seed)
+    prep = _preprocess(preprocessing)
+
+    def augment(x, y):
+        return prep(augmenter(tf.cast(x, tf.float32), training=True)), y
+
+    train = (tf.data.Dataset.from_tensor_slices((data.train_x, data.train_y))
+             .shuffle(len(data.train_y), seed=config.seed, reshuffle_each_iteration=True)
+             .batch(config.batch_size).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+             .prefetch(tf.data.AUTOTUNE))
+    val = (tf.data.Dataset.from_tensor_slices((data.val_x, data.val_y)).batch(config.batch_size)
+           .map(lambda x, y: (prep(tf.cast(x, tf.float32)), y)).cache().prefetch(2))
+    return train, val
+
+
+def read_history(path: Path) -> list[dict]:
+    """Return the per-epoch rows the CSV logger wrote, numbers as floats."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(handle)]
+
+
+def _callbacks(out: Path, config: TrainConfig, history: list[dict]):
+    import keras
+
+    best = min((row["val_loss"] for row in history), default=None)
+    return [
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(str(out / "best.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
+                                          patience=max(config.patience // 3, 1), min_lr=1e-5),
+    ]
+
+
+def _start_fresh(out: Path) -> None:
+    """Forget an earlier run's checkpoints and history in ``out``."""
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    for name in ("history.csv", "best.weights.h5"):
+        (out / name).unlink(missing_ok=True)
+
+
+def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
+        cache_dir: str | Path | None = None, extra_callbacks: Sequence = ()) -> tuple:
+    """Train a classifier and save it as ``out/model.keras`` (best VALIDATION loss).
+
+    Args:
+        data_dir: a prepared folder with TRAIN/VALIDATION/TEST, each with yes/no.
+        out: the output folder (checkpoints, history, model).
+        config: the run's settings; ``extra_domains`` adds their TRAIN/VALIDATION.
+        resume: continue from the last epoch checkpoint in ``out`` instead of starting over.
+        cache_dir: where decoded arrays are cached; ``out/cache`` when None.
+        extra_callbacks: more Keras callbacks (e.g. to stop early).
+
+    Returns:
+        ``(model, history, counts)``: the trained Keras model, the per-epoch history of every run
+        into ``out`` and the class counts per folder and split.
+    """
+    import keras
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _start_fresh(out)
+    keras.utils.set_random_seed(config.seed)
+    size = (config.input_size, config.input_size)
+    color_mode = architectures.color_mode_for(config.arch)
+    folders = [Path(data_dir), *map(Path, config.extra_domains)]
+    data = load_splits(folders, size, color_mode, Path(cache_dir or out / "cache"))
+    kwargs = {"width": config.width, "channels": 1} if config.arch == "lens" else {}
+    model = architectures.build_model(config.arch, size, config.weights, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train, val = make_datasets(data, config, architectures.preprocessing_for(config.arch))
+    callbacks = [*_callbacks(out, config, read_history(out / "history.csv")), *extra_callbacks]
+    model.fit(train, validation_data=val, epochs=config.epochs, verbose=2,
+              class_weight=class_weights(data.train_y), callbacks=callbacks)
+    if (out / "best.weights.h5").is_file():
+        model.load_weights(out / "best.weights.h5")
+    model.save(out / "model.keras")
+    return model, read_history(out / "history.csv"), data.counts
+
+
+def spec_dict(config: TrainConfig, name: str) -> dict:
+    """Return the model.json content for a model trained with ``config``."""
+    return {
+        "format": 1,
+        "name": name,
+        "file": "model.keras",
+        "input_size": [config.input_size, config.input_size],
+        "color_mode": architectures.color_mode_for(config.arch),
+        "preprocessing": architectures.preprocessing_for(config.arch),
+        "class_names": CLASS_NAMES,
+        "positive_classes": ["tumor"],
+        "output": "probabilities",
+        "target_layer": None,
+    }
+
+
+def config_dict(config: TrainConfig) -> dict:
+    """Return the configuration as JSON-ready values."""
+    values = dataclasses.asdict(config)
+    values["augment"] = list(config.augment)
+    values["extra_domains"] = [str(Path(p)) for p in config.extra_domains]
+    return values
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write JSON with stable formatting so cards diff cleanly."""
+    path.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
+
+
+def train(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
+          annotations=None, cache_dir: str | Path | None = None, extra_callbacks: Sequence = (),
+          select_method: bool = True) -> dict:
+    """Train, write ``model.keras``, ``model.json`` and ``model_card.json``, return the card.
+
+    The CAM method is chosen on VALIDATION (best pointing game on annotated tumor scans, all
+    domains); TEST of every domain is then evaluated once with it.
+
+    Args:
+        data_dir: a prepared folder with TRAIN/VALIDATION/TEST, each with yes/no.
+        out: the output folder.
+        config: the run's settings.
+        resume: continue from the last epoch checkpoint in ``out``.
+        annotations: an ``Annotations`` for tumor outlines (masks beside images are always found).
+        cache_dir: where decoded arrays are cached; ``out/cache`` when None.
+        extra_callbacks: more Keras callbacks.
+        select_method: score every CAM method on VALIDATION to choose one (else gradcam).
+
+    Returns:
+        The model card.
+    """
+    from pipeline.analysis import METHODS
+    from pipeline.annotations import Annotations
+    from pipeline.evaluate import choose_method, domain_reports
+    from pipeline.spec import load_spec, write_spec
+
+    out = Path(out)
+    annotations = annotations or Annotations()
+    _, history, counts = fit(data_dir, out, config, resume, cache_dir, extra_callbacks)
+    name = config.name or f"{Path(data_dir).name}-{config.arch}"
+    write_spec(spec_dict(config, name), out)
+    spec = load_spec(out)
+    folders = [Path(data_dir), *map(Path, config.extra_domains)]
+    method, validation = "gradcam", {}
+    if select_method:
+        reports = domain_reports(spec, folders, METHODS, annotations, "VALIDATION", True)
+        method, validation = choose_method(reports)
+    card = {
+        "name": name,
+        "data": {"folder": str(data_dir), "manifest_sha256": datasets.manifest_digest(data_dir),
+                 "extra_domains": {str(f): datasets.manifest_digest(f) for f in folders[1:]},
+                 "counts": counts},
+        "config": config_dict(config),
+        "history": history,
+        "best_epoch": _best_epoch(history),
+        "cam_method": method,
+        "validation_localisation": validation,
+        "test": domain_reports(spec, folders, [method], annotations, "TEST"),
+    }
+    write_json(out / "model_card.json", card)
+    return card
+
+
+def _best_epoch(history: list[dict]) -> int | None:
+    if not history:
+        return None
+    return int(min(history, key=lambda row: row["val_loss"])["epoch"]) + 1

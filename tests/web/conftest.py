@@ -1,0 +1,96 @@
+"""Web fixtures: the app built by the factory over a migrated store, a user, signed-in clients."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.web import seed
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """Return a fresh migrated SQLite store (most web logic does not depend on the back end)."""
+    path = tmp_path / "web.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    """Return the scan root, output, upload and model folders of a test app."""
+    paths = {name: tmp_path / name for name in ("scans", "outputs", "uploads", "model")}
+    for path in paths.values():
+        path.mkdir()
+    seed.write_model(paths["model"])
+    return paths
+
+
+def build_app(url: str, folders: dict[str, Path], **config):
+    from web import create_app
+
+    return create_app({
+        "TESTING": True, "SECRET_KEY": "test-secret", "DATABASE_URL": url,
+        "SCAN_ROOTS": [folders["scans"]], "OUTPUT_DIR": folders["outputs"],
+        "UPLOAD_DIR": folders["uploads"], "DEFAULT_MODEL": folders["model"], "BROKER_URL": None,
+        **config})
+
+
+@pytest.fixture
+def make_app(settings, sqlite_url: str, folders: dict[str, Path]):
+    """Return ``make(**config)``: the app over the SQLite store with config overrides."""
+    return lambda url=sqlite_url, **config: build_app(url, folders, **config)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def session(app):
+    """A session on the app's store, closed after the test."""
+    from web.db import EXTENSION
+
+    s = app.extensions[EXTENSION]()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def user_id(session) -> int:
+    return seed.add_user(session, "alice", PASSWORD)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def signed_in(client, user_id):
+    """A test client signed in as alice through the real sign-in form."""
+    sign_in(client, "alice", PASSWORD)
+    return client
+
+
+def csrf_token(html: str) -> str:
+    """Return the CSRF token a page carries (meta tag or hidden field)."""
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html) or \
+        re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or \
+        re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "page carries no CSRF token"
+    return match.group(1)
+
+
+def sign_in(client, username: str, password: str, next_url: str | None = None):
+    """Post the sign-in form with its CSRF token; return the response."""
+    page = client.get("/login")
+    url = "/login" + (f"?next={next_url}" if next_url else "")
+    return client.post(url, data={"username": username, "password": password,
+                                  "csrf_token": csrf_token(page.get_data(as_text=True))})

@@ -1,0 +1,96 @@
+"""Builders that put jobs, scans and results straight into a store, for web tests and benchmarks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from worker.models import Job, JobStatus, NeuronStats, Result, Scan, ScanStatus
+from worker.store import create_user, model_for_spec
+
+CLASSES = ["no_tumor", "tumor"]
+
+
+def write_model(folder: Path, name: str = "test-model") -> Path:
+    """Write a model.json over a placeholder weights file (the web never loads the model)."""
+    from pipeline.spec import write_spec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.keras").write_bytes(b"weights of " + name.encode())
+    return write_spec({"name": name, "file": "model.keras", "input_size": [48, 48],
+                       "color_mode": "rgb", "preprocessing": "unit", "class_names": CLASSES,
+                       "positive_classes": ["tumor"], "output": "probabilities"}, folder)
+
+
+def add_user(session: Session, username: str = "alice", password: str = "correct horse") -> int:
+    """Record a user and commit; return its id."""
+    user = create_user(session, username, password)
+    session.commit()
+    return user.id
+
+
+def add_job(session: Session, root: Path, spec_path: Path, status: JobStatus = JobStatus.DONE,
+            method: str = "gradcam", card: dict | None = None) -> Job:
+    """Record a job over ``root`` with the model at ``spec_path`` (started a minute ago)."""
+    from pipeline.spec import load_spec
+
+    model = model_for_spec(session, load_spec(spec_path))
+    if card is not None:
+        model.card = card
+    now = dt.datetime.now(dt.timezone.utc)
+    finished = status in (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.FAILED)
+    job = Job(root=str(root), model=model, method=method, status=status, label_source="predicted",
+              started_at=now - dt.timedelta(minutes=1), finished_at=now if finished else None)
+    session.add(job)
+    session.flush()
+    return job
+
+
+@dataclass
+class Row:
+    """One scan to seed; ``probability`` None means no result (failed, pending or duplicate)."""
+
+    path: str
+    probability: float | None = None
+    status: ScanStatus = ScanStatus.DONE
+    error: str | None = None
+    artifacts: str = "a"  # stem of the overlay/thumbnail/heatmap files under the output folder
+
+
+def add_rows(session: Session, job: Job, rows: list[Row], width: int = 64, height: int = 64) -> list[int]:
+    """Bulk-insert scans (and results for rows with a probability); return the scan ids in order."""
+    session.execute(insert(Scan), [
+        {"job_id": job.id, "path": r.path, "status": r.status, "error": r.error,
+         "sha256": f"{i:064x}", "attempts": 1} for i, r in enumerate(rows)])
+    ids = dict(session.execute(select(Scan.path, Scan.id).where(Scan.job_id == job.id)).all())
+    results = [_result(job, ids[r.path], r, width, height) for r in rows if r.probability is not None]
+    if results:
+        session.execute(insert(Result), results)
+    session.flush()
+    return [ids[r.path] for r in rows]
+
+
+def _result(job: Job, scan_id: int, row: Row, width: int, height: int) -> dict:
+    p = row.probability
+    return {"scan_id": scan_id, "job_id": job.id, "frame": 0, "width": width, "height": height,
+            "predicted_class": "tumor" if p >= 0.5 else "no_tumor", "tumor_probability": p,
+            "probabilities": {"no_tumor": 1 - p, "tumor": p}, "method": job.method,
+            "peak_x": width // 3, "peak_y": height // 4,
+            "overlay": f"{row.artifacts}.overlay.png", "thumbnail": f"{row.artifacts}.thumb.png",
+            "heatmap": f"{row.artifacts}.heatmap.npz",
+            "image_info": {"format": "PNG", "rows": str(height), "columns": str(width)}}
+
+
+def add_neuron_stats(session: Session, job: Job, correlations: list[float]) -> None:
+    """Record job-level neuron statistics with the given per-neuron correlations."""
+    import numpy as np
+
+    values = np.asarray(correlations, dtype=np.float32)
+    session.add(NeuronStats(job_id=job.id, label_source="predicted", n_scans=10,
+                            n_neurons=len(values), summary={"seeded": True},
+                            correlations=values.tobytes()))
+    session.flush()

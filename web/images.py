@@ -1,0 +1,55 @@
+"""Images for the scan page: stored artifacts, the original as PNG, the heatmap in colour."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.scans import ScanError, read_scan
+
+# Result.image_info is written without identifiers; these patterns are a second line of defence.
+IDENTIFYING = re.compile(r"patient|name|birth|accession|institution|physician|operator|address|"
+                         r"(^|[\s_])id$|instance.?uid|study.?id|date", re.IGNORECASE)
+
+
+class ImageMissing(LookupError):
+    """An image that cannot be shown; the message says why."""
+
+
+def inside(base: Path, rel: str) -> Path:
+    """Return ``base / rel`` if it is a file that resolves inside ``base``."""
+    base = base.resolve()
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base):
+        raise ImageMissing("The stored path points outside its folder.")
+    if not path.is_file():
+        raise ImageMissing("The file is no longer there.")
+    return path
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Encode an (H, W, 3|4) uint8 array as PNG (fast compression: it is sent, not archived)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def original_png(path: Path, frame: int) -> bytes:
+    """Return one frame of a scan file as display-ready PNG."""
+    try:
+        scans = read_scan(path)
+    except ScanError as exc:
+        raise ImageMissing(str(exc)) from exc
+    for scan in scans:
+        if (scan.frame or 0) == frame:
+            return png_bytes(scan.pixels)
+    raise ImageMissing(f"The scan has no frame {frame}.")
+
+
+def safe_info(info: dict | None) -> dict[str, str]:
+    """Return the metadata entries whose names cannot carry a person's identity."""
+    return {str(k): str(v) for k, v in (info or {}).items() if not IDENTIFYING.search(str(k))}

@@ -1,0 +1,75 @@
+"""Jinja filters and globals: numbers, times and sizes in words people read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from numbers import Number
+
+from flask import Flask
+
+from web.folders import COUNT_CAP
+from web.progress import aware, is_finished
+
+
+def percent(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{fraction * 100:.0f} %"
+
+
+def duration(seconds: float | None) -> str:
+    """Format seconds as '42 s', '3 min 05 s' or '2 h 07 min'."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def rate(per_second: float | None) -> str:
+    return "" if not per_second else f"{per_second:.1f} scans/s"
+
+
+def eta(seconds: float | None) -> str:
+    return "" if seconds is None else f"about {duration(seconds)} left"
+
+
+def when(moment: dt.datetime | None) -> str:
+    return "–" if moment is None else aware(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def count_label(n: int) -> str:
+    return f"{n}+" if n >= COUNT_CAP else str(n)
+
+
+def filesize(n: int) -> str:
+    size, unit = float(n), "bytes"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            break
+        size /= 1024
+    return f"{size:.0f} {unit}"
+
+
+def probability(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def card_metrics(card: dict | None) -> list[tuple[str, str]]:
+    """Return the numeric entries of a model card (one level of nesting flattened)."""
+    found: list[tuple[str, str]] = []
+    for key, value in (card or {}).items():
+        if isinstance(value, dict):
+            found += [(f"{key} · {k}", f"{v:.3g}") for k, v in value.items()
+                      if isinstance(v, Number) and not isinstance(v, bool)]
+        elif isinstance(value, Number) and not isinstance(value, bool):
+            found.append((key, f"{value:.3g}"))
+    return found
+
+
+def init_app(app: Flask) -> None:
+    """Register the filters and globals."""
+    for f in (percent, duration, rate, eta, when, count_label, filesize, probability):
+        app.jinja_env.filters[f.__name__] = f
+    app.jinja_env.globals.update(is_finished=is_finished, card_metrics=card_metrics)

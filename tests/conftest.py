@@ -37,7 +37,7 @@ def _clear_cached_settings() -> None:
     from worker.settings import get_settings
 
     get_settings.cache_clear()
-    dispose_engines()
+    dispose_engines(close=True)
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def postgres_url() -> Iterator[str]:
     url = f"{admin}/{name}"
     upgrade(url)
     yield url
-    dispose_engines()
+    dispose_engines(close=True)
     with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.settings import get_settings
@@ -84,8 +85,9 @@ def get_engine(url: str | None = None) -> Engine:
     return _ENGINES[url]
 
 
-def dispose_engines(close: bool = True) -> None:
-    """Drop the cached engines; after fork pass ``close=False`` to leave the parent's connections."""
+def dispose_engines(close: bool = False) -> None:
+    """Drop the cached engines. By default (after fork) the pooled connections are abandoned, not
+    closed: closing a connection inherited from the parent would end the parent's session too."""
     for engine in _ENGINES.values():
         engine.dispose(close=close)
     _ENGINES.clear()
@@ -157,6 +159,33 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), revision)
+
+
+class StoreNotReady(RuntimeError):
+    """The store cannot be used as it is; the message says what to do."""
+
+
+def displayed_url(url: str) -> str:
+    """Return ``url`` with any password hidden, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def prepare_store(url: str | None = None) -> str:
+    """Return the store URL once its schema is current: the embedded SQLite file is migrated,
+    any other database must have been migrated with ``tumorlens db upgrade``."""
+    url = database_url(url)
+    if is_embedded(url):
+        upgrade(url)
+        return url
+    try:
+        current = current_revision(url)
+    except OperationalError as exc:
+        raise StoreNotReady(f"cannot reach the database at {displayed_url(url)}: "
+                            f"{str(exc.orig).strip()}") from exc
+    if current != head_revision():
+        raise StoreNotReady(f"the database at {displayed_url(url)} is not at the current schema "
+                            f"(it is at {current or 'an empty schema'}): run `tumorlens db upgrade`")
+    return url
 
 
 def current_revision(url: str | None = None) -> str | None:

@@ -6,8 +6,10 @@ is followed only when its target resolves inside the root, and a directory reach
 loop, or a link to a folder already walked) is entered once, by its (st_dev, st_ino). Hidden files
 and folders (a leading dot) and files that are not scans are skipped.
 
-A folder that cannot be read is not silently dropped: it is yielded as an entry with an ``error``
-(the job records it as a failed scan carrying that message), so the report says what was missed.
+Entries with an ``error`` are recorded as failed scans carrying that message, so the report says
+what was missed: a folder that cannot be read, a link that leads outside the root. A pipe, a
+broken link or a link loop named like a scan is yielded as a scan; reading it fails with the
+reader's explanation.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.scans import is_scan_candidate
+from pipeline.scans import SCAN_SUFFIXES, is_scan_candidate
 
 log = logging.getLogger(__name__)
 
 POSITIVE_FOLDERS = frozenset({"yes", "tumor", "tumour"})
 NEGATIVE_FOLDERS = frozenset({"no", "no_tumor", "no_tumour", "notumor"})
+OUTSIDE_LINK = "a link to outside the scanned folder; not followed"
 LABEL_DEPTH = 2  # YES/NO at the top, or one level down (TRAIN/YES, brain_tumor_dataset/no, ...)
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A scan file (``error`` None) or a folder that could not be read, relative to the root."""
+    """A scan to read (``error`` None) or something recorded as failed with ``error``."""
 
     path: str
     error: str | None = None
@@ -48,10 +51,15 @@ def walk(root: str | os.PathLike) -> Iterator[Entry]:
             stack.pop()
         elif isinstance(item, Entry):
             yield item
+        elif item.is_symlink() and not _inside(item.path, root):
+            if _is_dir(item) or Path(item.name).suffix.lower() in SCAN_SUFFIXES:  # never read it
+                yield Entry(_relative(item.path, root), OUTSIDE_LINK)
         elif _is_dir(item):
-            if _enter(item, root, visited):
+            if _first_visit(item, visited):
                 stack.append(_listing(Path(item.path), root))
-        elif _is_scan(item, root):
+        elif is_scan_candidate(item.path):
+            # Not only regular files: a pipe or a broken link named like a scan is yielded so
+            # that it fails with the reader's explanation instead of vanishing from the report.
             yield Entry(_relative(item.path, root))
 
 
@@ -84,10 +92,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _enter(entry: os.DirEntry, root: Path, visited: set[tuple[int, int]]) -> bool:
-    if entry.is_symlink() and not _inside(entry.path, root):
-        log.warning("not following %s: the link leads outside %s", entry.path, root)
-        return False
+def _first_visit(entry: os.DirEntry, visited: set[tuple[int, int]]) -> bool:
     try:
         info = entry.stat()
     except OSError:
@@ -97,16 +102,6 @@ def _enter(entry: os.DirEntry, root: Path, visited: set[tuple[int, int]]) -> boo
         return False  # a link loop, or a folder already walked through another link
     visited.add(key)
     return True
-
-
-def _is_scan(entry: os.DirEntry, root: Path) -> bool:
-    if entry.is_symlink() and not _inside(entry.path, root):
-        log.warning("not following %s: the link leads outside %s", entry.path, root)
-        return False
-    try:
-        return entry.is_file() and is_scan_candidate(Path(entry.path))
-    except OSError:
-        return False
 
 
 def _inside(path: str, root: Path) -> bool:

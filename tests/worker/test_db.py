@@ -76,7 +76,7 @@ def empty_url(request, tmp_path):
     with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield f"{admin}/{name}"
-    db.dispose_engines()
+    db.dispose_engines(close=True)
     with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 

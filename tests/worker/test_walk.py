@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from worker.walk import Entry, folder_labels, path_label, walk
+from worker.walk import OUTSIDE_LINK, Entry, folder_labels, path_label, walk
 
 DICOM_HEAD = bytes(128) + b"DICM"
 
@@ -43,14 +43,25 @@ def test_hidden_and_non_scan_files_are_ignored_but_unnamed_dicom_is_found(tmp_pa
     assert paths(tmp_path) == ["scan.PNG", "series/1.2.840.113619.2.55"]
 
 
-def test_links_leading_outside_the_root_are_not_followed(tmp_path):
+def test_links_leading_outside_the_root_are_reported_not_followed(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"
-    touch(outside, "secret.png", "dir/also.png")
+    touch(outside, "secret.png", "dir/also.png", "unnamed", data=DICOM_HEAD)
     touch(root, "in.png")
     (root / "to_file.png").symlink_to(outside / "secret.png")
     (root / "to_dir").symlink_to(outside / "dir")
     (root / "escape").symlink_to("../outside")
-    assert paths(root) == ["in.png"]
+    (root / "unnamed_link").symlink_to(outside / "unnamed")  # no suffix: not even peeked at
+    assert list(walk(root)) == [Entry("escape", OUTSIDE_LINK), Entry("in.png"),
+                                Entry("to_dir", OUTSIDE_LINK), Entry("to_file.png", OUTSIDE_LINK)]
+
+
+def test_non_files_named_like_scans_are_yielded_for_the_reader_to_explain(tmp_path):
+    touch(tmp_path, "ok.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "broken.png").symlink_to("gone.png")
+    (tmp_path / "self.png").symlink_to("self.png")
+    (tmp_path / "series.jpg").mkdir()
+    assert paths(tmp_path) == ["broken.png", "ok.png", "pipe.jpg", "self.png"]
 
 
 def test_links_inside_the_root_are_followed_once_and_loops_end(tmp_path):

@@ -103,6 +103,7 @@ def _parse(data: bytes, preamble: bool) -> Dataset:
         raise ScanError(NOT_READABLE if not preamble else "damaged DICOM: the file header cannot be read") from exc
     if not preamble and "SOPClassUID" not in ds and not any(tag in ds for tag in PIXEL_TAGS):
         raise ScanError(NOT_READABLE)  # random bytes parse as a few nonsense elements under force
+    _fill_transfer_syntax(ds)
     return ds
 
 
@@ -172,14 +173,16 @@ def _voi_range(ds: Dataset) -> tuple[float, float]:
 
 
 def _transfer_syntax(ds: Dataset) -> uids.UID:
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is not None:
-        return syntax
-    implicit, little = ds.original_encoding  # files without meta: how pydicom found them encoded
-    if implicit:
-        return uids.ImplicitVRLittleEndian
-    return uids.ExplicitVRLittleEndian if little is not False else uids.ExplicitVRBigEndian
+    return ds.file_meta.TransferSyntaxUID
+
+
+def _fill_transfer_syntax(ds: Dataset) -> None:
+    """Record how a file without meta information was encoded: pydicom's decoders ask for it."""
+    if ds.file_meta.get("TransferSyntaxUID") is None:
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            uids.ImplicitVRLittleEndian if implicit
+            else uids.ExplicitVRBigEndian if little is False else uids.ExplicitVRLittleEndian)
 
 
 def _is_encapsulated(syntax: uids.UID) -> bool:

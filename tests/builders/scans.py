@@ -178,7 +178,8 @@ def _image_dataset(pixels: np.ndarray, photometric: str, sop_class: str) -> Data
     return ds
 
 
-def _rewrite_dicom(path: Path, change: Callable[[Dataset], None]) -> Path:
+def rewrite_dicom(path: Path, change: Callable[[Dataset], None]) -> Path:
+    """Read a DICOM file, let change edit the dataset, and write it back in place."""
     ds = pydicom.dcmread(path)
     change(ds)
     ds.save_as(path, enforce_file_format=True)
@@ -241,14 +242,14 @@ def _dicom_without_pixels(folder: Path, rng: np.random.Generator) -> Path:
     def drop_pixels(ds: Dataset) -> None:
         del ds.PixelData
 
-    return _rewrite_dicom(_mono_dicom(folder, rng, "no_pixels.dcm"), drop_pixels)
+    return rewrite_dicom(_mono_dicom(folder, rng, "no_pixels.dcm"), drop_pixels)
 
 
 def _dicom_short_pixels(folder: Path, rng: np.random.Generator) -> Path:
     def shorten(ds: Dataset) -> None:
         ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
 
-    return _rewrite_dicom(_mono_dicom(folder, rng, "short_pixels.dcm"), shorten)
+    return rewrite_dicom(_mono_dicom(folder, rng, "short_pixels.dcm"), shorten)
 
 
 def _dicom_no_decoder(folder: Path, rng: np.random.Generator) -> Path:
@@ -256,7 +257,7 @@ def _dicom_no_decoder(folder: Path, rng: np.random.Generator) -> Path:
         ds.file_meta.TransferSyntaxUID = uid.MPEG2MPML
         ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(60)])  # an MPEG-2 sequence start
 
-    return _rewrite_dicom(_mono_dicom(folder, rng, "video.dcm"), to_video)
+    return rewrite_dicom(_mono_dicom(folder, rng, "video.dcm"), to_video)
 
 
 def _dicom_truncated(folder: Path, rng: np.random.Generator) -> Path:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request, stream_with_context
 from flask_login import current_user
 
-from web import queries, serialize, starting
+from web import exporting, queries, serialize, starting
 from web.db import db_session, session_factory
 from web.filters import FilterError, ScanFilter
 from web.folders import FolderError, list_folder, resolve
 from web.openapi import openapi_document
 from web.views.common import job_or_404, job_progress, job_states, scan_or_404
+from worker.export import export_rows
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_PER_PAGE = 500
@@ -120,6 +121,21 @@ def resume(job_id: int):
     except starting.StartError as exc:
         return bad_request(str(exc), 503)
     return job(job_id)
+
+
+@bp.get("/jobs/<int:job_id>/export")
+def export(job_id: int):
+    """Download every scan's record as CSV or JSON, streamed from the store."""
+    found = job_or_404(job_id)
+    fmt = request.args.get("format", "csv")
+    if fmt not in exporting.MIMETYPES:
+        return bad_request("format must be csv or json.")
+    rows = export_rows(db_session(), job_id, current_app.config["OUTPUT_DIR"])
+    chunks = (exporting.json_chunks(rows) if fmt == "json"
+              else exporting.csv_chunks(rows, list(found.model.spec["class_names"])))
+    response = Response(stream_with_context(chunks), mimetype=exporting.MIMETYPES[fmt])
+    response.headers["Content-Disposition"] = f'attachment; filename="tumorlens-job-{job_id}.{fmt}"'
+    return response
 
 
 @bp.get("/scans/<int:scan_id>")

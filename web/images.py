@@ -53,3 +53,19 @@ def original_png(path: Path, frame: int) -> bytes:
 def safe_info(info: dict | None) -> dict[str, str]:
     """Return the metadata entries whose names cannot carry a person's identity."""
     return {str(k): str(v) for k, v in (info or {}).items() if not IDENTIFYING.search(str(k))}
+
+
+def heatmap_png(npz: Path, size: tuple[int, int]) -> bytes:
+    """Render a stored heatmap with the overlay's colormap at the scan's (width, height)."""
+    from pipeline.overlay import colormap_lut, upsample
+
+    try:
+        with np.load(npz, allow_pickle=False) as arrays:
+            heat = arrays["heatmap"] if "heatmap" in arrays.files else arrays["cam"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ImageMissing(f"The stored heatmap cannot be read ({exc}).") from exc
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.shape != (size[1], size[0]):
+        heat = upsample(heat, size)
+    level = np.rint(np.clip(np.nan_to_num(heat), 0.0, 1.0) * 255).astype(np.uint8)
+    return png_bytes(colormap_lut("turbo")[level])

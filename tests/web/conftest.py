@@ -11,6 +11,8 @@ import pytest
 from tests.web import seed
 
 PASSWORD = "correct horse battery"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_FIRST_DB = 12  # web tests use databases 12..15 of the shared server, one per xdist worker
 
 
 @pytest.fixture
@@ -19,6 +21,21 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     path = tmp_path / "web.db"
     shutil.copyfile(sqlite_template, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def redis_url(worker_id: str) -> str:
+    """Return an emptied Redis database of the local server for this test process, or skip."""
+    import redis
+
+    index = 0 if worker_id == "master" else int(worker_id.removeprefix("gw")) % 4
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_FIRST_DB + index}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.flushdb()
+    except redis.ConnectionError:
+        pytest.skip(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT} (scripts/services.sh starts it)")
+    return url
 
 
 @pytest.fixture

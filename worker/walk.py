@@ -7,9 +7,10 @@ loop, or a link to a folder already walked) is entered once, by its (st_dev, st_
 and folders (a leading dot) and files that are not scans are skipped.
 
 Entries with an ``error`` are recorded as failed scans carrying that message, so the report says
-what was missed: a folder that cannot be read, a link that leads outside the root. A pipe, a
-broken link or a link loop named like a scan is yielded as a scan; reading it fails with the
-reader's explanation.
+what was missed: a folder that cannot be read, a link that leads outside the root, a folder link
+back to a folder that holds it (other links to folders already walked are skipped quietly). A
+pipe, a broken link or a file link loop named like a scan is yielded as a scan; reading it fails
+with the reader's explanation.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 POSITIVE_FOLDERS = frozenset({"yes", "tumor", "tumour"})
 NEGATIVE_FOLDERS = frozenset({"no", "no_tumor", "no_tumour", "notumor"})
 OUTSIDE_LINK = "a link to outside the scanned folder; not followed"
+LINK_LOOP = "a link loop: this link leads back to a folder that holds it; not followed"
 LABEL_DEPTH = 2  # YES/NO at the top, or one level down (TRAIN/YES, brain_tumor_dataset/no, ...)
 
 
@@ -57,6 +59,8 @@ def walk(root: str | os.PathLike) -> Iterator[Entry]:
         elif _is_dir(item):
             if _first_visit(item, visited):
                 stack.append(_listing(Path(item.path), root))
+            elif item.is_symlink() and _is_loop(item):
+                yield Entry(_relative(item.path, root), LINK_LOOP)
         elif is_scan_candidate(item.path):
             # Not only regular files: a pipe or a broken link named like a scan is yielded so
             # that it fails with the reader's explanation instead of vanishing from the report.
@@ -102,6 +106,11 @@ def _first_visit(entry: os.DirEntry, visited: set[tuple[int, int]]) -> bool:
         return False  # a link loop, or a folder already walked through another link
     visited.add(key)
     return True
+
+
+def _is_loop(entry: os.DirEntry) -> bool:
+    """Tell whether a folder link leads back to a folder that holds it (an endless path)."""
+    return Path(os.path.dirname(entry.path)).resolve().is_relative_to(os.path.realpath(entry.path))
 
 
 def _inside(path: str, root: Path) -> bool:

@@ -42,6 +42,8 @@ PHI = {
     "StationName": "MRI-ROOM-7",
     "DeviceSerialNumber": "SN-0042-XYZ",
 }
+# Plausible acquisition numbers for synthetic files; a wrapped real image leaves them out.
+ACQUISITION = {"MagneticFieldStrength": 1.5, "SliceThickness": 5.0, "PixelSpacing": [0.5, 0.5]}
 GOOD_KINDS = (("jpg", "RGB"), ("png", "L"), ("bmp", "RGB"), ("tif", "L"), ("png", "RGB"), ("jpg", "L"))
 
 
@@ -89,12 +91,14 @@ def write_good_scans(folder: Path, n: int, size: tuple[int, int] = (64, 64), see
 def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", frames: int = 1,
                transfer_syntax: str = uid.ExplicitVRLittleEndian, phi: bool = True,
                window: tuple[float, float] | None = None, rescale: tuple[float, float] | None = None,
-               sop_class: str = uid.MRImageStorage, extra: dict | None = None) -> Path:
+               sop_class: str = uid.MRImageStorage, acquisition: bool = True,
+               extra: dict | None = None) -> Path:
     """Write a real DICOM file with pydicom.
 
     pixels is (H, W) gray or (H, W, 3) RGB, with a leading frame axis for several frames (or the
     same image repeated `frames` times); uint8, uint16 or int16. window is (center, width),
-    rescale is (slope, intercept); extra sets further elements by keyword.
+    rescale is (slope, intercept); acquisition adds ACQUISITION's numbers; extra sets further
+    elements by keyword. Identifiers derive from the pixels, so equal input gives equal bytes.
     """
     pixels = np.asarray(pixels)
     single_ndim = 3 if photometric == "RGB" else 2
@@ -105,10 +109,11 @@ def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
         ds.WindowCenter, ds.WindowWidth = window
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = rescale
-    for keyword, value in {**(PHI if phi else {}), **(extra or {})}.items():
+    elements = {**(ACQUISITION if acquisition else {}), **(PHI if phi else {}), **(extra or {})}
+    for keyword, value in elements.items():
         setattr(ds, keyword, value)
     if uid.UID(transfer_syntax).is_compressed:
-        ds.compress(transfer_syntax)
+        ds.compress(transfer_syntax, generate_instance_uid=False)  # keep the content-derived UID
     path = Path(path)
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -163,7 +168,7 @@ def _image_dataset(pixels: np.ndarray, photometric: str, sop_class: str) -> Data
     ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.Modality, ds.MagneticFieldStrength, ds.SliceThickness, ds.PixelSpacing = "MR", 1.5, 5.0, [0.5, 0.5]
+    ds.Modality = "MR"
     ds.Rows, ds.Columns = pixels.shape[1:3]
     ds.SamplesPerPixel = 3 if photometric == "RGB" else 1
     if photometric == "RGB":

@@ -7,6 +7,8 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -14,14 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
 from pipeline.scans import SCAN_SUFFIXES, ScanError, is_scan_candidate, read_scan, sha256_file
-from tests.builders.scans import make_dicom, synthetic_slice, write_bad_scans, write_good_scans
+from tests.builders.scans import PHI, make_dicom, synthetic_slice, write_bad_scans, write_good_scans
 
 ROOT = Path(__file__).resolve().parents[2]
 BR35H = ROOT.parent / "shared" / "data" / "br35h"
+SAMPLES = ROOT / "samples"
 RNG = np.random.default_rng(7)
 GRAY = RNG.integers(0, 256, (30, 40), dtype=np.uint8)
 RGB = RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)
@@ -289,6 +293,31 @@ def test_real_br35h_scans_read_at_their_original_size():
             assert scan.pixels.shape[1::-1] == image.size
             if image.mode == "L":
                 assert (scan.pixels[..., 0] == scan.pixels[..., 2]).all()
+
+
+def test_samples_all_read_and_stay_small():
+    files = sorted(path for path in SAMPLES.rglob("*") if path.is_file() and is_scan_candidate(path))
+    assert [path.parent.name for path in files].count("yes") == 4
+    assert [path.parent.name for path in files].count("no") == 4
+    assert [path.name for path in files if path.parent.name == "dicom"] == ["no613.dcm"]
+    assert sum(path.stat().st_size for path in SAMPLES.rglob("*") if path.is_file()) <= 2 * 1024 * 1024
+    modes = {read_one(path).info["mode"] for path in files if path.suffix == ".jpg"}
+    assert {"L", "RGB"} <= modes
+    assert "b614673f0ad08212cf03cf9fddea6c0a5f3e41e2" in (SAMPLES / "README.md").read_text()
+
+
+def test_sample_dicom_is_regenerated_byte_for_byte_without_patient_data(tmp_path):
+    source = BR35H / "no" / "no613.jpg"
+    if not source.is_file():
+        pytest.skip(f"the Br35H image the sample DICOM is made from is not at {source}")
+    out = tmp_path / "again.dcm"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_sample_dicom.py"), "--out", str(out)],
+                   check=True, capture_output=True, timeout=120)
+    assert out.read_bytes() == (SAMPLES / "dicom" / "no613.dcm").read_bytes()
+    with Image.open(source) as image:
+        np.testing.assert_array_equal(read_one(out).pixels[..., 0], np.asarray(image.convert("L")))
+    dataset = pydicom.dcmread(out)
+    assert [keyword for keyword in PHI if keyword in dataset] == []
 
 
 def _error_of(path: Path) -> str:

@@ -1,0 +1,117 @@
+"""Export records: ARCHITECTURE's fields, duplicates, failures, frames, CSV flattening, streaming."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tests.worker.test_store import make_job
+from worker import export
+from worker.db import session_scope
+from worker.models import Result, Scan, ScanStatus
+from worker.store import NotFound
+
+CLASSES = ["no_tumor", "tumor"]
+
+
+def result(scan: Scan, frame: int = 0, p: float = 0.9) -> Result:
+    return Result(scan_id=scan.id, job_id=scan.job_id, frame=frame, width=630, height=600,
+                  predicted_class="tumor" if p >= 0.5 else "no_tumor", tumor_probability=p,
+                  probabilities={"no_tumor": round(1 - p, 6), "tumor": p}, method="gradcam",
+                  peak_x=412, peak_y=188, overlay=f"jobs/1/{scan.path}.overlay.png",
+                  thumbnail=f"jobs/1/{scan.path}.thumb.png", heatmap=f"jobs/1/{scan.path}.heatmap.npz")
+
+
+@pytest.fixture
+def job_id(session_factory) -> int:
+    """A job with a done image, its duplicate, a failed file and a two-frame DICOM."""
+    with session_scope(session_factory) as session:
+        job = make_job(session)
+        job.model.spec = {"class_names": CLASSES, "positive_classes": ["tumor"]}
+        done = Scan(job_id=job.id, path="sub/dir/y12.jpg", sha256="a" * 64, status=ScanStatus.DONE)
+        session.add(done)
+        session.flush()
+        copy = Scan(job_id=job.id, path="sub/dir/y12 copy.jpg", sha256="a" * 64,
+                    status=ScanStatus.DUPLICATE, duplicate_of_id=done.id)
+        failed = Scan(job_id=job.id, path="bad.png", sha256="b" * 64, status=ScanStatus.FAILED,
+                      error="truncated PNG: the file ends before the image data")
+        series = Scan(job_id=job.id, path="series.dcm", sha256="c" * 64, status=ScanStatus.DONE,
+                      frames=2)
+        session.add_all([copy, failed, series])
+        session.flush()
+        session.add_all([result(done), result(series, 1, 0.2), result(series, 0, 0.3)])
+        return job.id
+
+
+def rows(session_factory, job_id: int, out="/srv/out") -> list[dict]:
+    with session_scope(session_factory) as session:
+        return list(export.export_rows(session, job_id, out))
+
+
+def test_records_have_exactly_the_architecture_fields(session_factory, job_id):
+    records = rows(session_factory, job_id)
+    assert [tuple(r) for r in records] == [export.FIELDS] * 5
+    assert records[0] == {
+        "path": "sub/dir/y12.jpg", "frame": None, "sha256": "a" * 64, "status": "done", "error": None,
+        "width": 630, "height": 600, "predicted_class": "tumor", "tumor_probability": 0.9,
+        "probabilities": {"no_tumor": 0.1, "tumor": 0.9}, "method": "gradcam", "peak": [412, 188],
+        "overlay": "/srv/out/jobs/1/sub/dir/y12.jpg.overlay.png",
+        "heatmap": "/srv/out/jobs/1/sub/dir/y12.jpg.heatmap.npz"}
+
+
+def test_duplicates_carry_the_original_results_and_failures_carry_only_the_reason(
+        session_factory, job_id):
+    copy, failed = rows(session_factory, job_id)[1:3]
+    assert copy["status"] == "duplicate" and copy["tumor_probability"] == 0.9
+    assert copy["overlay"].endswith("y12.jpg.overlay.png")
+    assert failed["status"] == "failed" and failed["error"].startswith("truncated PNG")
+    assert all(failed[field] is None for field in export.FIELDS[5:])
+
+
+def test_multi_frame_scans_give_one_record_per_frame_in_order(session_factory, job_id):
+    frames = rows(session_factory, job_id)[3:]
+    assert [(r["path"], r["frame"], r["tumor_probability"]) for r in frames] == [
+        ("series.dcm", 0, 0.3), ("series.dcm", 1, 0.2)]
+
+
+def test_json_is_one_array(session_factory, job_id):
+    out = io.StringIO()
+    with session_scope(session_factory) as session:
+        assert export.export_job(session, job_id, "/o", "json", out) == 5
+    parsed = json.loads(out.getvalue())
+    assert parsed == rows(session_factory, job_id, "/o")
+
+
+def test_csv_flattens_probabilities_and_peak(session_factory, job_id):
+    out = io.StringIO()
+    with session_scope(session_factory) as session:
+        export.export_job(session, job_id, "/o", "csv", out)
+    table = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(table[0]) == ["path", "frame", "sha256", "status", "error", "width", "height",
+                              "predicted_class", "tumor_probability", "prob_no_tumor", "prob_tumor",
+                              "method", "peak_x", "peak_y", "overlay", "heatmap"]
+    assert (table[0]["prob_tumor"], table[0]["peak_x"], table[0]["peak_y"]) == ("0.9", "412", "188")
+    assert table[2]["status"] == "failed" and table[2]["prob_tumor"] == ""
+
+
+def test_an_empty_job_exports_an_empty_array_and_a_missing_one_says_so(session_factory):
+    with session_scope(session_factory) as session:
+        empty = make_job(session).id
+    out = io.StringIO()
+    with session_scope(session_factory) as session:
+        export.export_job(session, empty, "/o", "json", out)
+        assert json.loads(out.getvalue()) == []
+        with pytest.raises(NotFound, match="no job 999"):
+            export.export_job(session, 999, "/o", "json", io.StringIO())
+
+
+def test_rows_are_streamed_not_kept(session_factory, job_id, monkeypatch):
+    monkeypatch.setattr(export, "STREAM_ROWS", 2)
+    held = []
+    with session_scope(session_factory) as session:
+        for _ in export.export_rows(session, job_id, "/o"):
+            held.append(sum(isinstance(obj, Result) for obj in session.identity_map.values()))
+    assert len(held) == 5 and max(held) <= 2

@@ -1,0 +1,105 @@
+"""Export a job's records as JSON or CSV, streamed row by row from the store.
+
+One object per analysed image (a multi-frame scan gives one per frame; ``frame`` is null for a
+single image), one per failed scan. A duplicate carries the results of the scan it duplicates.
+Paths of scans are relative to the job's root; overlay and heatmap paths are absolute, under the
+output folder. Nothing identifying a patient is stored, so nothing of the kind can be exported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from worker.models import Result, Scan
+from worker.store import get_job
+
+FIELDS = ("path", "frame", "sha256", "status", "error", "width", "height", "predicted_class",
+          "tumor_probability", "probabilities", "method", "peak", "overlay", "heatmap")
+FORMATS = ("json", "csv")
+STREAM_ROWS = 500
+
+
+def export_rows(session: Session, job_id: int, output_dir: str | Path) -> Iterator[dict]:
+    """Yield the job's records in scan order, ``STREAM_ROWS`` at a time from the database."""
+    get_job(session, job_id)  # a clear NotFound before any output
+    output_dir = Path(output_dir)
+    analysed = func.coalesce(Scan.duplicate_of_id, Scan.id)
+    query = (select(Scan.path, Scan.frames, Scan.sha256, Scan.status, Scan.error, Result)
+             .outerjoin(Result, Result.scan_id == analysed).where(Scan.job_id == job_id)
+             .order_by(Scan.id, Result.frame).execution_options(yield_per=STREAM_ROWS))
+    for path, frames, sha256, status, error, result in session.execute(query):
+        record = {"path": path, "frame": None, "sha256": sha256, "status": status.value,
+                  "error": error, **dict.fromkeys(FIELDS[5:])}
+        if result is not None and error is None:
+            record.update(_result_fields(result, output_dir))
+            record["frame"] = None if frames is None else result.frame
+        yield record  # the session's identity map is weak: rows already yielded are let go
+
+
+def _result_fields(result: Result, output_dir: Path) -> dict:
+    return {"width": result.width, "height": result.height,
+            "predicted_class": result.predicted_class,
+            "tumor_probability": result.tumor_probability, "probabilities": result.probabilities,
+            "method": result.method, "peak": [result.peak_x, result.peak_y],
+            "overlay": str(output_dir / result.overlay), "heatmap": str(output_dir / result.heatmap)}
+
+
+def write_json(rows: Iterator[dict], out: TextIO) -> int:
+    """Write ``rows`` as one JSON array, an object per line; return how many."""
+    count = 0
+    out.write("[")
+    for row in rows:
+        out.write(("," if count else "") + "\n" + json.dumps(row, ensure_ascii=False))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def csv_columns(class_names: list[str]) -> list[str]:
+    """Return the CSV header: the JSON fields flattened (``prob_<class>``, ``peak_x``, ``peak_y``)."""
+    columns = []
+    for field in FIELDS:
+        if field == "probabilities":
+            columns += [f"prob_{name}" for name in class_names]
+        elif field == "peak":
+            columns += ["peak_x", "peak_y"]
+        else:
+            columns.append(field)
+    return columns
+
+
+def flatten(row: dict, class_names: list[str]) -> dict:
+    """Return a record with probabilities and peak spread over their own columns."""
+    flat = {k: v for k, v in row.items() if k not in ("probabilities", "peak")}
+    probabilities = row["probabilities"] or {}
+    flat.update({f"prob_{name}": probabilities.get(name) for name in class_names})
+    flat["peak_x"], flat["peak_y"] = row["peak"] or (None, None)
+    return flat
+
+
+def write_csv(rows: Iterator[dict], out: TextIO, class_names: list[str]) -> int:
+    """Write ``rows`` as CSV with a header; return how many."""
+    writer = csv.DictWriter(out, fieldnames=csv_columns(class_names), lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        writer.writerow(flatten(row, class_names))
+        count += 1
+    return count
+
+
+def export_job(session: Session, job_id: int, output_dir: str | Path, fmt: str, out: TextIO) -> int:
+    """Write job ``job_id`` to ``out`` as ``json`` or ``csv``; return the number of records."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: choose json or csv")
+    rows = export_rows(session, job_id, output_dir)
+    if fmt == "json":
+        return write_json(rows, out)
+    return write_csv(rows, out, list(get_job(session, job_id).model.spec["class_names"]))

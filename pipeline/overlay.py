@@ -1,0 +1,205 @@
+"""Outputs of an analysed scan: the heatmap over the scan, a thumbnail, the raw map.
+
+Everything written is byte-for-byte the same for the same input (PNG without time chunks, an npz
+whose zip entries carry a fixed date), so a re-run or a redelivered batch can be compared with, or
+safely overwrite, an earlier one.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLORMAPS = ("turbo", "inferno")
+THUMBNAIL_SIZE = 256
+PNG_COMPRESS_LEVEL = 1  # throughput over size: benchmarks/bench_overlay.py compares it with 6
+NPZ_COMPRESS_LEVEL = 1
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Paths written for one scan and the heatmap's peak in the scan's pixel coordinates (x, y)."""
+
+    overlay: Path
+    thumbnail: Path
+    heatmap: Path
+    peak: tuple[int, int]
+
+
+@functools.cache
+def colormap_lut(name: str = "turbo") -> np.ndarray:
+    """Return the (256, 3) uint8 RGB table of a perceptual matplotlib colormap, built once."""
+    if name not in COLORMAPS:
+        raise ValueError(f"unknown colormap {name!r}; choose one of {', '.join(COLORMAPS)}")
+    import matplotlib  # only here: a process that writes no overlay never pays for it
+
+    table = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.round(table * 255).astype(np.uint8)
+
+
+def _as_map(cam: np.ndarray) -> np.ndarray:
+    """Return a float32 2-D map in [0, 1] with NaN and infinities replaced."""
+    cam = np.asarray(cam)
+    if cam.ndim != 2 or cam.size == 0:
+        raise ValueError(f"a heatmap must be a non-empty 2-D array, not one of shape {cam.shape}")
+    cam = np.nan_to_num(cam.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(cam, 0.0, 1.0)
+
+
+def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a map bilinearly, pixel centres aligned as in the model's own input resize.
+
+    Args:
+        cam: (h, w) map.
+        size: (width, height) wanted.
+
+    Returns:
+        (height, width) float32 map.
+    """
+    width, height = size
+    image = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32))
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def peak(heatmap: np.ndarray) -> tuple[int, int]:
+    """Return the (x, y) pixel of a map's maximum; on ties the first in row-major order.
+
+    Args:
+        heatmap: (height, width) map.
+
+    Returns:
+        (x, y) in that map's pixel coordinates.
+    """
+    y, x = np.unravel_index(int(np.argmax(heatmap)), np.shape(heatmap))
+    return int(x), int(y)
+
+
+def grayscale(pixels: np.ndarray) -> np.ndarray:
+    """Return the (H, W) uint8 luminance of an (H, W), (H, W, 3) or (H, W, 4) uint8 scan."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (
+            pixels.ndim == 3 and pixels.shape[2] not in (1, 3, 4)):
+        raise ValueError("a scan must be a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4), "
+                         f"not {pixels.dtype} {pixels.shape}")
+    if pixels.ndim == 2 or pixels.shape[2] == 1:
+        return pixels.reshape(pixels.shape[:2])
+    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., :3])).convert("L"))
+
+
+@functools.lru_cache(maxsize=8)
+def blend_table(alpha: float = 0.4, cmap: str = "turbo") -> np.ndarray:
+    """Return the (256 * 256, 3) uint8 overlay colour for every (gray, heat level) pair.
+
+    One table lookup per pixel replaces the per-pixel arithmetic of an alpha blend; the gain is
+    measured by ``benchmarks/bench_overlay.py``.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie between 0 and 1, not {alpha}")
+    weight = (np.arange(256) / 255 * alpha)[None, :, None]  # heat level -> opacity
+    gray = np.arange(256, dtype=float)[:, None, None]
+    table = gray * (1 - weight) + colormap_lut(cmap)[None, :, :] * weight
+    return np.rint(table).astype(np.uint8).reshape(256 * 256, 3)
+
+
+def _blend(gray: np.ndarray, levels: np.ndarray, alpha: float, cmap: str) -> np.ndarray:
+    index = (gray.astype(np.uint16) << 8) | levels
+    return np.take(blend_table(alpha, cmap), index, axis=0)
+
+
+def render_overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
+                   cmap: str = "turbo") -> np.ndarray:
+    """Blend a colour-mapped heatmap over the grayscale scan, more opaque where it is hotter.
+
+    Args:
+        pixels: (H, W[, C]) uint8 scan.
+        heatmap: (H, W) map in [0, 1] at the scan's size; a cold pixel shows the scan unchanged.
+        alpha: opacity of the hottest pixels.
+        cmap: a perceptual colormap, ``turbo`` or ``inferno``.
+
+    Returns:
+        (H, W, 3) uint8 RGB overlay.
+    """
+    gray = grayscale(pixels)
+    heat = _as_map(heatmap)
+    if heat.shape != gray.shape:
+        raise ValueError(f"heatmap {heat.shape} and scan {gray.shape} differ in size; upsample first")
+    return _blend(gray, _levels(heat), alpha, cmap)
+
+
+def _levels(heat: np.ndarray) -> np.ndarray:
+    """Return a [0, 1] map quantised to the 256 levels of a colormap."""
+    return (heat * 255 + 0.5).astype(np.uint8)
+
+
+def thumbnail(image: np.ndarray, longest: int = THUMBNAIL_SIZE) -> Image.Image:
+    """Return an RGB image scaled so its longest side is ``longest`` pixels, aspect kept."""
+    height, width = image.shape[:2]
+    scale = longest / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write bytes through a temporary file so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Return an image as PNG bytes, fast and without any time chunk."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """Return arrays as a compressed ``.npz`` whose bytes depend only on the arrays.
+
+    ``np.savez_compressed`` stamps each entry with the current time; here the date is fixed.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            payload = io.BytesIO()
+            np.lib.format.write_array(payload, np.asarray(array), allow_pickle=False)
+            archive.writestr(entry, payload.getvalue(), compresslevel=NPZ_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: float = 0.4,
+                  cmap: str = "turbo") -> Outputs:
+    """Write ``<stem>.overlay.png``, ``<stem>.thumb.png`` and ``<stem>.heatmap.npz`` for one scan.
+
+    Args:
+        stem: output path without suffix; parent folders are created.
+        pixels: (H, W[, C]) uint8 scan at its original size.
+        cam: (h, w) map in [0, 1] at the model's input size.
+        alpha: opacity of the hottest overlay pixels.
+        cmap: ``turbo`` or ``inferno``.
+
+    Returns:
+        The paths written and the peak (x, y) in the scan's pixel coordinates.
+    """
+    stem = Path(stem)
+    cam = _as_map(cam)
+    height, width = np.shape(pixels)[:2]
+    heat = upsample(cam, (width, height))  # bilinear: stays within the cam's [0, 1]
+    overlay = _blend(grayscale(pixels), _levels(heat), alpha, cmap)
+    paths = Outputs(stem.with_name(f"{stem.name}.overlay.png"), stem.with_name(f"{stem.name}.thumb.png"),
+                    stem.with_name(f"{stem.name}.heatmap.npz"), peak(heat))
+    _replace(paths.overlay, png_bytes(Image.fromarray(overlay)))
+    _replace(paths.thumbnail, png_bytes(thumbnail(overlay)))
+    _replace(paths.heatmap, npz_bytes(heatmap=heat.astype(np.float16), cam=cam))
+    return paths

@@ -54,6 +54,11 @@ class Scan:
     frame: int | None = None  # None for a single image
     info: dict[str, str] = field(default_factory=dict)  # non-identifying metadata only
 
+    def __post_init__(self) -> None:
+        # Read-only whatever the decoder produced: one scan feeds the model, the overlay and the
+        # thumbnail, and none of them may change what the others see.
+        self.pixels.flags.writeable = False
+
 
 def read_scan(path: str | os.PathLike) -> list[Scan]:
     """Read one scan file into display-ready images, one per frame.
@@ -185,9 +190,10 @@ def _load(image: Image.Image, kind: str) -> Image.Image:
             raise ScanError(f"truncated {kind}: the file ends before the image is complete") from exc
         raise ScanError(f"damaged {kind}: the image data cannot be decoded") from exc
     try:
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: a copy per scan costs a third more
     except Exception:  # broken orientation metadata: the pixels themselves are still good
-        return image
+        pass
+    return image
 
 
 def _to_rgb8(image: Image.Image) -> np.ndarray:

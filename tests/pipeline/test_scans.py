@@ -339,3 +339,10 @@ def as_unprivileged_user():
         yield
     finally:
         os.seteuid(0)
+
+
+@pytest.mark.parametrize("name", ["yes/y266.jpg", "no/no408.jpg", "dicom/no613.dcm"])
+def test_pixels_are_read_only_whatever_the_decoder(name):
+    scan = read_one(SAMPLES / name)
+    with pytest.raises(ValueError, match="read-only"):
+        scan.pixels[0, 0] = 1

@@ -10,18 +10,18 @@ from __future__ import annotations
 import functools
 import io
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pipeline.npz import npz_bytes
+
 COLORMAPS = ("turbo", "inferno")
 THUMBNAIL_SIZE = 256
 PNG_COMPRESS_LEVEL = 1  # throughput over size: benchmarks/bench_overlay.py compares it with 6
 NPZ_COMPRESS_LEVEL = 1
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 
 
 @dataclass(frozen=True)
@@ -162,22 +162,6 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """Return arrays as a compressed ``.npz`` whose bytes depend only on the arrays.
-
-    ``np.savez_compressed`` stamps each entry with the current time; here the date is fixed.
-    """
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, array in arrays.items():
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            payload = io.BytesIO()
-            np.lib.format.write_array(payload, np.asarray(array), allow_pickle=False)
-            archive.writestr(entry, payload.getvalue(), compresslevel=NPZ_COMPRESS_LEVEL)
-    return buffer.getvalue()
-
-
 def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: float = 0.4,
                   cmap: str = "turbo") -> Outputs:
     """Write ``<stem>.overlay.png``, ``<stem>.thumb.png`` and ``<stem>.heatmap.npz`` for one scan.
@@ -201,5 +185,5 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
                     stem.with_name(f"{stem.name}.heatmap.npz"), peak(heat))
     _replace(paths.overlay, png_bytes(Image.fromarray(overlay)))
     _replace(paths.thumbnail, png_bytes(thumbnail(overlay)))
-    _replace(paths.heatmap, npz_bytes(heatmap=heat.astype(np.float16), cam=cam))
+    _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, heatmap=heat.astype(np.float16), cam=cam))
     return paths

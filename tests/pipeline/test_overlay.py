@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.npz import ZIP_DATE
 from pipeline.overlay import (
-    ZIP_DATE,
     colormap_lut,
     grayscale,
     peak,

@@ -100,7 +100,8 @@ def _parse(data: bytes, preamble: bool) -> Dataset:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=not preamble)
     except Exception as exc:
-        raise ScanError(NOT_READABLE if not preamble else "damaged DICOM: the file header cannot be read") from exc
+        message = "damaged DICOM: the file header cannot be read" if preamble else NOT_READABLE
+        raise ScanError(message) from exc
     if not preamble and "SOPClassUID" not in ds and not any(tag in ds for tag in PIXEL_TAGS):
         raise ScanError(NOT_READABLE)  # random bytes parse as a few nonsense elements under force
     _fill_transfer_syntax(ds)

@@ -85,7 +85,14 @@ def read_scan(path: str | os.PathLike) -> list[Scan]:
 
 
 def is_scan_candidate(path: str | os.PathLike) -> bool:
-    """Tell whether a file looks like a scan by its name, or by the DICOM preamble when unnamed."""
+    """Tell whether a file looks like a scan by its name, or by the DICOM preamble when unnamed.
+
+    Args:
+        path: a file found in a folder; only files without a type suffix are opened (132 bytes).
+
+    Returns:
+        True for a scan suffix (any case), or no suffix and "DICM" at byte 128.
+    """
     path = Path(path)
     if path.name.startswith("._"):  # AppleDouble metadata that macOS leaves beside copied files
         return False
@@ -97,7 +104,17 @@ def is_scan_candidate(path: str | os.PathLike) -> bool:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Return the hex SHA-256 of a file's content, read in chunks."""
+    """Return the hex SHA-256 of a file's content, read in chunks.
+
+    Args:
+        path: a regular file (a pipe or a folder is refused rather than read).
+
+    Returns:
+        64 lowercase hex digits.
+
+    Raises:
+        ScanError: the file is gone, unreadable or not a regular file.
+    """
     path = Path(path)
     _regular_file_size(path)
     try:
@@ -108,7 +125,15 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def scale_to_uint8(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Map values linearly so that lo becomes 0 and hi 255 (default: the array's own range)."""
+    """Map values linearly so that lo becomes 0 and hi 255 (default: the array's own range).
+
+    Args:
+        values: any numeric array; NaN and infinities become 0.
+        lo, hi: the values shown black and white; hi < lo inverts.
+
+    Returns:
+        uint8 array of the same shape; all zeros when the range is empty.
+    """
     values = np.asarray(values, dtype=np.float32)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
@@ -145,7 +170,8 @@ def _decode(data: bytes, suffix: str) -> list[Scan]:
             raise ScanError(f"not an image: the file holds {text}") from None
         kind = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
         if kind:
-            raise ScanError(f"damaged {kind}: the file starts like a {kind} but its header cannot be read") from None
+            raise ScanError(f"damaged {kind}: the file starts like a {kind} "
+                            "but its header cannot be read") from None
         if suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit():
             return dicom.read_dicom(data, preamble=False)  # DICOM written without its preamble
         raise ScanError(NOT_READABLE) from None

@@ -142,7 +142,8 @@ def png_header_only(width: int, height: int) -> bytes:
     """Return a small PNG that declares a huge size: a decompression bomb's header."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     body = zlib.compress(b"\0" * 4096)  # a sliver of the rows it promises
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -204,6 +205,10 @@ def _write(path: Path, data: bytes) -> Path:
 
 def _gray(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(synthetic_slice(rng, (48, 40)))
+
+
+def _gray16(rng: np.random.Generator, gain: int) -> Image.Image:
+    return Image.fromarray(np.asarray(_gray(rng), np.uint16) * gain)
 
 
 def _rgb(rng: np.random.Generator) -> Image.Image:
@@ -315,8 +320,8 @@ _BAD_WRITERS: dict[str, Callable[[Path, np.random.Generator], Path]] = {
 }
 
 _GOOD_WRITERS: dict[str, Callable[[Path, np.random.Generator], Path]] = {
-    "gray16_png": lambda f, r: _save(Image.fromarray(np.asarray(_gray(r), np.uint16) * 200), f / "gray16.png"),
-    "gray16_tiff": lambda f, r: _save(Image.fromarray(np.asarray(_gray(r), np.uint16) * 16), f / "gray16.tif"),
+    "gray16_png": lambda f, r: _save(_gray16(r, 200), f / "gray16.png"),
+    "gray16_tiff": lambda f, r: _save(_gray16(r, 16), f / "gray16.tif"),
     "palette_png": _palette_png,
     "rgba_png": lambda f, r: _save(_rgb(r).convert("RGBA"), f / "rgba.png"),
     "cmyk_jpeg": lambda f, r: _save(_rgb(r).convert("CMYK"), f / "cmyk.jpg"),

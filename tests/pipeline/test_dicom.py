@@ -130,7 +130,8 @@ def test_voi_lut_sequence_is_used_and_scaled_by_its_output_range(tmp_path):
 
 def test_a_decreasing_voi_lut_inverts_the_display(tmp_path):
     values = (np.arange(40 * 48) % 256).reshape(40, 48).astype(np.uint8)
-    path = make_dicom(tmp_path / "voi.dcm", values, extra={"VOILUTSequence": voi_lut(256, 0, 8, 255 - np.arange(256))})
+    inverting = voi_lut(256, 0, 8, 255 - np.arange(256))
+    path = make_dicom(tmp_path / "voi.dcm", values, extra={"VOILUTSequence": inverting})
     np.testing.assert_array_equal(gray(path)[0], 255 - values)
 
 

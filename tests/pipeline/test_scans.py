@@ -46,7 +46,8 @@ BAD_WORDS = {
     "dicom_no_pixels": "DICOM file without pixel data",
     "dicom_truncated": "truncated DICOM",
     "dicom_short_pixels": "truncated DICOM: the image data holds 1920 bytes where 3840 are needed",
-    "dicom_no_decoder": "no decoder for transfer syntax MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)",
+    "dicom_no_decoder": "no decoder for transfer syntax MPEG2 Main Profile / Main Level "
+                        "(1.2.840.10008.1.2.4.100)",
     "unreadable": "permission denied" if os.geteuid() else "the path is a named pipe",
     "directory": "the path is a folder",
     "loop": "the path is a folder",
@@ -140,7 +141,8 @@ def test_palette_with_a_transparent_entry_shows_it_black(tmp_path):
     image = Image.fromarray(RGB).quantize(32)
     scan = read_one(saved(tmp_path / "palette.png", image, transparency=int(np.asarray(image)[0, 0])))
     assert scan.pixels[0, 0].tolist() == [0, 0, 0]
-    assert np.abs(scan.pixels.astype(int) - composited_on_black(Image.open(tmp_path / "palette.png"))).max() <= 1
+    expected = composited_on_black(Image.open(tmp_path / "palette.png"))
+    assert np.abs(scan.pixels.astype(int) - expected).max() <= 1
 
 
 def test_one_bit_bmp_becomes_black_and_white(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,14 +70,18 @@ def app(make_app):
     return make_app()
 
 
+def app_session(app) -> Iterator:
+    """Yield a session on an app's store and close it afterwards."""
+    from web.db import EXTENSION
+
+    with app.extensions[EXTENSION]() as s:
+        yield s
+
+
 @pytest.fixture
 def session(app):
     """A session on the app's store, closed after the test."""
-    from web.db import EXTENSION
-
-    s = app.extensions[EXTENSION]()
-    yield s
-    s.close()
+    yield from app_session(app)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.web import seed
-from tests.web.conftest import PASSWORD, sign_in
+from tests.web.conftest import PASSWORD, app_session, sign_in
 from web.filters import FilterError, ScanFilter
 from web.queries import neighbours, scan_rows
 from worker.models import JobStatus, ScanStatus
@@ -45,11 +45,7 @@ def store_app(make_app, database_url):
 
 @pytest.fixture
 def store_session(store_app):
-    from web.db import EXTENSION
-
-    s = store_app.extensions[EXTENSION]()
-    yield s
-    s.close()
+    yield from app_session(store_app)
 
 
 @pytest.fixture

@@ -158,10 +158,8 @@ def check_pixel_count(width: int, height: int) -> None:
 
 
 def _decode(data: bytes, suffix: str) -> list[Scan]:
-    from pipeline import dicom
-
     if _is_dicom_head(data):
-        return dicom.read_dicom(data)
+        return _read_dicom(data)
     try:
         image = _open_image(data)
     except UnidentifiedImageError:
@@ -173,9 +171,15 @@ def _decode(data: bytes, suffix: str) -> list[Scan]:
             raise ScanError(f"damaged {kind}: the file starts like a {kind} "
                             "but its header cannot be read") from None
         if suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit():
-            return dicom.read_dicom(data, preamble=False)  # DICOM written without its preamble
+            return _read_dicom(data, preamble=False)  # DICOM written without its preamble
         raise ScanError(NOT_READABLE) from None
     return _image_scans(image)
+
+
+def _read_dicom(data: bytes, preamble: bool = True) -> list[Scan]:
+    from pipeline.dicom import read_dicom  # pydicom loads only once a DICOM file turns up
+
+    return read_dicom(data, preamble)
 
 
 def _open_image(data: bytes) -> Image.Image:

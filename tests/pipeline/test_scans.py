@@ -348,3 +348,11 @@ def test_pixels_are_read_only_whatever_the_decoder(name):
     scan = read_one(SAMPLES / name)
     with pytest.raises(ValueError, match="read-only"):
         scan.pixels[0, 0] = 1
+
+
+def test_reading_plain_images_does_not_load_pydicom(tmp_path):
+    path = saved(tmp_path / "x.png", Image.fromarray(GRAY))
+    code = (f"import sys; from pipeline.scans import read_scan; read_scan({str(path)!r}); "
+            "print('pydicom' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "False", run.stderr

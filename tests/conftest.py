@@ -111,7 +111,7 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _empty_postgres(url: str) -> None:
+def empty_postgres(url: str) -> None:
     from worker.db import get_engine
     from worker.models import Base
 
@@ -131,7 +131,7 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
         return
     url = request.getfixturevalue("postgres_url")
     yield url
-    _empty_postgres(url)
+    empty_postgres(url)
 
 
 @pytest.fixture

@@ -119,9 +119,10 @@ def copy_failure_message(original_path: str, error: str | None) -> str:
     return f"same content as {original_path}, which failed: {error}"
 
 
-def pending_scan_ids(session: Session, job_id: int, chunk_size: int = 500) -> Iterator[list[int]]:
-    """Yield the job's pending scan ids in ascending chunks (keyset pages, no long cursor)."""
-    last = 0
+def pending_scan_ids(session: Session, job_id: int, chunk_size: int = 500,
+                     after: int = 0) -> Iterator[list[int]]:
+    """Yield the job's pending scan ids above ``after`` in ascending chunks (keyset pages)."""
+    last = after
     while True:
         query = (select(Scan.id).where(Scan.job_id == job_id, Scan.status == ScanStatus.PENDING,
                                        Scan.id > last).order_by(Scan.id).limit(chunk_size))

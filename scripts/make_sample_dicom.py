@@ -28,7 +28,6 @@ def wrap(source: Path, target: Path) -> Path:
     """Write the grayscale pixels of source as a secondary-capture DICOM at target."""
     with Image.open(source) as image:
         pixels = np.asarray(image.convert("L"))
-    target.parent.mkdir(parents=True, exist_ok=True)
     return make_dicom(target, pixels, phi=False, acquisition=False, window=(128, 256),
                       transfer_syntax=uid.RLELossless, sop_class=uid.SecondaryCaptureImageStorage,
                       extra={"ConversionType": "WSD"})

@@ -115,6 +115,7 @@ def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
     if uid.UID(transfer_syntax).is_compressed:
         ds.compress(transfer_syntax, generate_instance_uid=False)  # keep the content-derived UID
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
 

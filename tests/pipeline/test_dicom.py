@@ -163,7 +163,7 @@ def test_files_we_compress_read_back_equal(tmp_path, syntax):
 
 
 def test_frames_argument_repeats_a_single_image(tmp_path):
-    scans = read_scan(make_dicom(tmp_path / "rep.dcm", SLICE, frames=4))
+    scans = read_scan(make_dicom(tmp_path / "new" / "folder" / "rep.dcm", SLICE, frames=4))
     assert [scan.frame for scan in scans] == [0, 1, 2, 3] and scans[0].info["frames"] == "4"
 
 

@@ -169,3 +169,11 @@ def test_importing_overlay_loads_neither_tensorflow_nor_matplotlib():
     code = "import sys, pipeline.overlay; print(sorted(m for m in ('tensorflow', 'matplotlib') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_read_only_scans_are_accepted(tmp_path):
+    """Scans come from read_scan as read-only arrays; writing outputs must not modify them."""
+    pixels = scan(64, 48)
+    pixels.setflags(write=False)
+    result = write_outputs(tmp_path / "ro", pixels, blob((48, 48), (10, 10)))
+    assert result.overlay.is_file() and not pixels.flags.writeable

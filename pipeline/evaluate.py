@@ -110,8 +110,8 @@ def neuron_summary(accumulator, top: int = 10) -> dict:
     result = accumulator.result(top=top)
     return {
         "n_neurons": int(len(result.correlations)),
-        "top_positive": _plain(result.top_positive),
-        "top_negative": _plain(result.top_negative),
+        "top_positive": _plain([vars(r) for r in result.top_positive]),
+        "top_negative": _plain([vars(r) for r in result.top_negative]),
         "class_means": _plain(result.class_means),
     }
 

@@ -135,15 +135,26 @@ def scale_to_uint8(values: np.ndarray, lo: float | None = None, hi: float | None
         uint8 array of the same shape; all zeros when the range is empty.
     """
     values = np.asarray(values, dtype=np.float32)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.zeros(values.shape, np.uint8)
-    lo = float(finite.min()) if lo is None else lo
-    hi = float(finite.max()) if hi is None else hi
+    if lo is None or hi is None:
+        own_lo, own_hi = _finite_range(values)
+        lo, hi = own_lo if lo is None else lo, own_hi if hi is None else hi
     if hi == lo:  # a flat image stays black rather than dividing by zero
         return np.zeros(values.shape, np.uint8)
-    scaled = np.nan_to_num((values - lo) * (255.0 / (hi - lo)), nan=0.0)
-    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+    scaled = values - np.float32(lo)  # float32 in place throughout: these are whole frames
+    scaled *= np.float32(255.0 / (hi - lo))
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, 255, out=scaled)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    return scaled.astype(np.uint8)
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    """Return the smallest and largest finite values, (0, 0) when there are none."""
+    lo, hi = float(values.min()), float(values.max())
+    if np.isfinite(lo) and np.isfinite(hi):  # the common case needs no masked copy
+        return lo, hi
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
 
 
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:

@@ -55,8 +55,12 @@ def safe_info(info: dict | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (info or {}).items() if not IDENTIFYING.search(str(k))}
 
 
-def heatmap_png(npz: Path, size: tuple[int, int]) -> bytes:
-    """Render a stored heatmap with the overlay's colormap at the scan's (width, height)."""
+def heatmap_png(npz: Path, size: tuple[int, int], transparent: bool = False) -> bytes:
+    """Render a stored heatmap with the overlay's colormap at the scan's (width, height).
+
+    ``transparent`` makes cold pixels see-through (alpha follows the heat), for blending the map
+    over the scan in the browser the way the stored overlay does.
+    """
     from pipeline.overlay import colormap_lut, upsample
 
     try:
@@ -68,4 +72,5 @@ def heatmap_png(npz: Path, size: tuple[int, int]) -> bytes:
     if heat.shape != (size[1], size[0]):
         heat = upsample(heat, size)
     level = np.rint(np.clip(np.nan_to_num(heat), 0.0, 1.0) * 255).astype(np.uint8)
-    return png_bytes(colormap_lut("turbo")[level])
+    colour = colormap_lut("turbo")[level]
+    return png_bytes(np.dstack([colour, level]) if transparent else colour)

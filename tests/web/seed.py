@@ -59,6 +59,7 @@ class Row:
     status: ScanStatus = ScanStatus.DONE
     error: str | None = None
     artifacts: str = "a"  # stem of the overlay/thumbnail/heatmap files under the output folder
+    peak: tuple[int, int] | None = None
 
 
 def add_rows(session: Session, job: Job, rows: list[Row], width: int = 64, height: int = 64) -> list[int]:
@@ -79,7 +80,8 @@ def _result(job: Job, scan_id: int, row: Row, width: int, height: int) -> dict:
     return {"scan_id": scan_id, "job_id": job.id, "frame": 0, "width": width, "height": height,
             "predicted_class": "tumor" if p >= 0.5 else "no_tumor", "tumor_probability": p,
             "probabilities": {"no_tumor": 1 - p, "tumor": p}, "method": job.method,
-            "peak_x": width // 3, "peak_y": height // 4,
+            "peak_x": (row.peak or (width // 3, height // 4))[0],
+            "peak_y": (row.peak or (width // 3, height // 4))[1],
             "overlay": f"{row.artifacts}.overlay.png", "thumbnail": f"{row.artifacts}.thumb.png",
             "heatmap": f"{row.artifacts}.heatmap.npz",
             "image_info": {"format": "PNG", "rows": str(height), "columns": str(width)}}
@@ -94,3 +96,35 @@ def add_neuron_stats(session: Session, job: Job, correlations: list[float]) -> N
                             n_neurons=len(values), summary={"seeded": True},
                             correlations=values.tobytes()))
     session.flush()
+
+
+def add_analysed(session: Session, job: Job, outputs: Path, rows: list[tuple[str, float]],
+                 size: tuple[int, int] = (96, 96), seed: int = 0) -> list[int]:
+    """Write synthetic scans under the job root with real overlay artifacts, and record them."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.overlay import write_outputs
+    from tests.builders.scans import synthetic_slice
+
+    rng = np.random.default_rng(seed)
+    recorded = []
+    for path, probability in rows:
+        gray = synthetic_slice(rng, size)
+        target = Path(job.root) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(gray).save(target, format="PNG")
+        stem = f"job{job.id}/{len(recorded):04d}"
+        written = write_outputs(outputs / stem, gray, _attention(gray))
+        recorded.append(Row(path, probability, artifacts=stem, peak=written.peak))
+    return add_rows(session, job, recorded, *size)
+
+
+def _attention(gray) -> "np.ndarray":
+    """Return a 12x12 map that is hottest on the brightest part of the scan (a stand-in CAM)."""
+    import numpy as np
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(gray).resize((12, 12), Image.Resampling.BOX), np.float32)
+    small = np.clip(small - np.percentile(small, 80), 0, None)
+    return small / small.max() if small.max() > 0 else small

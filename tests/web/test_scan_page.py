@@ -78,6 +78,9 @@ def test_images_are_real_pngs_at_the_right_size(signed_in, analysed, session):
     assert png_size(overlay.get_data()) == (80, 60)
     assert png_size(signed_in.get(f"/results/{result.id}/thumbnail.png").get_data())[0] == 256
     assert "max-age" in heatmap.headers["Cache-Control"]
+    layer = Image.open(io.BytesIO(signed_in.get(f"/results/{result.id}/heatmap.png?layer=1").data))
+    alpha = np.asarray(layer)[..., 3]
+    assert layer.mode == "RGBA" and alpha.min() == 0 and alpha.max() > 200  # cold see-through
 
 
 def test_dicom_original_is_shown_as_png(signed_in, analysed):

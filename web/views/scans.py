@@ -60,7 +60,8 @@ def heatmap(result_id: int):
     result = _result_or_404(result_id)
     try:
         path = images.inside(Path(current_app.config["OUTPUT_DIR"]), result.heatmap)
-        return _png(images.heatmap_png(path, (result.width, result.height)))
+        transparent = request.args.get("layer") == "1"
+        return _png(images.heatmap_png(path, (result.width, result.height), transparent))
     except images.ImageMissing as exc:
         abort(404, description=str(exc))
 

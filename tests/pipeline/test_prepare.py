@@ -233,6 +233,16 @@ def test_destination_overlapping_the_source_is_refused(tmp_path, families):
     assert (nested / "YES" / "yes0.png").exists()
 
 
+def test_worker_processes_give_the_serial_fingerprints_and_report_progress(tmp_path):
+    build_source(tmp_path / "src", {"yes": 40, "no": 30}, variants=0)
+    paths = sorted((tmp_path / "src").rglob("*.png"))
+    calls = []
+    pooled = fingerprint_all(paths, workers=2, progress=lambda done, total: calls.append((done, total)))
+    assert len(paths) >= 64  # enough to use the process pool
+    assert pooled == fingerprint_all(paths, workers=1)
+    assert calls == [(k, len(paths)) for k in range(1, len(paths) + 1)]
+
+
 def test_near_pairs_match_a_direct_count(tmp_path):
     rng = np.random.default_rng(0)
     plain = rng.integers(0, 256, (70, 32), dtype=np.uint8)
@@ -253,6 +263,7 @@ def br35h_prepared(shared_data, tmp_path_factory):
     return summary, read_manifest(dest), shared_data / "br35h"
 
 
+@pytest.mark.slow
 def test_br35h_no_near_duplicate_pair_crosses_splits(br35h_prepared):
     summary, rows, root = br35h_prepared
     plain = np.array([bytearray.fromhex(r["perceptual_hash"]) for r in rows], np.uint8)
@@ -267,6 +278,7 @@ def test_br35h_no_near_duplicate_pair_crosses_splits(br35h_prepared):
         assert abs(summary["splits"][name]["images"] / 3000 - wanted) < 0.02
 
 
+@pytest.mark.slow
 def test_br35h_outline_test_images_sit_with_their_earlier_copies(br35h_prepared):
     """54+ of y701-y800 have a near copy among y0-y700 (shared data README): same split each."""
     _, rows, _ = br35h_prepared

@@ -83,8 +83,10 @@ def test_target_layer_may_be_left_out(folder: Path) -> None:
         ({"name": ...}, '"name" is missing'),
         ({"output": ...}, '"output" is missing'),
         ({"targetlayer": "x"}, 'unknown field "targetlayer"'),
-        ({"color_mode": "grayscale", "preprocessing": "caffe"}, '"preprocessing" caffe needs "color_mode" rgb'),
-        ({"file": "model.pt"}, '"file" must be a .keras or .h5 file or a SavedModel folder (got "model.pt")'),
+        ({"color_mode": "grayscale", "preprocessing": "caffe"},
+         '"preprocessing" caffe needs "color_mode" rgb'),
+        ({"file": "model.pt"},
+         '"file" must be a .keras or .h5 file or a SavedModel folder (got "model.pt")'),
         ({"file": "other.keras"}, '"file" other.keras does not exist'),
     ],
 )

@@ -45,11 +45,19 @@ class ModelChoice:
 
 def model_choices(session: Session, default_model: Path) -> list[ModelChoice]:
     """Return the default model followed by the models the store knows."""
-    choices = [ModelChoice(DEFAULT_KEY, f"Default model ({default_model.name})", default_model)]
+    choices = [ModelChoice(DEFAULT_KEY, f"Default model ({_name(default_model)})", default_model)]
     for model in session.scalars(select(Model).order_by(Model.name, Model.id)):
         choices.append(ModelChoice(str(model.id), f"{model.name} ({model.digest[:8]})",
                                    Path(model.spec_path)))
     return choices
+
+
+def _name(spec_path: Path) -> str:
+    """Return the model's name from its spec, or the path when the spec cannot be read."""
+    try:
+        return load_spec(spec_path).name
+    except (SpecError, OSError):
+        return str(spec_path)
 
 
 def _spec_for(session: Session, key: str, default_model: Path):

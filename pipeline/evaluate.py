@@ -105,28 +105,6 @@ def _tally_batch(tally: Tally, analyzers: dict, batch: Batch) -> None:
     tally.baseline.extend(_baseline(batch))
 
 
-def neuron_summary(accumulator, top: int = 10) -> dict:
-    """Return the JSON-ready neuron-correlation summary of an accumulator."""
-    result = accumulator.result(top=top)
-    return {
-        "n_neurons": int(len(result.correlations)),
-        "top_positive": _plain([vars(r) for r in result.top_positive]),
-        "top_negative": _plain([vars(r) for r in result.top_negative]),
-        "class_means": _plain(result.class_means),
-    }
-
-
-def _plain(value):
-    """Turn numpy containers into JSON-ready Python values."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def faithfulness(analyzer, examples: Sequence[Example], limit: int, steps: int = 16) -> dict:
     """Return deletion/insertion AUCs of the analyzer's CAMs on up to ``limit`` tumor scans."""
     from pipeline.overlay import upsample
@@ -170,7 +148,7 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
     report = {
         "model": spec.name,
         "classification": metrics.classification_metrics(tally.labels, tally.tumor_probability),
-        "neurons": neuron_summary(tally.neurons),
+        "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},
                          "centre_baseline": metrics.summarise(tally.baseline)},
     }

@@ -178,7 +178,7 @@ def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     train, val = make_datasets(data, config, architectures.preprocessing_for(config.arch))
     callbacks = [*_callbacks(out, config, read_history(out / "history.csv")), *extra_callbacks]
-    model.fit(train, validation_data=val, epochs=config.epochs, verbose=2,
+    model.fit(train, validation_data=val, epochs=config.epochs, verbose=2, shuffle=False,
               class_weight=class_weights(data.train_y), callbacks=callbacks)
     if (out / "best.weights.h5").is_file():
         model.load_weights(out / "best.weights.h5")
@@ -220,9 +220,6 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bo
           select_method: bool = True) -> dict:
     """Train, write ``model.keras``, ``model.json`` and ``model_card.json``, return the card.
 
-    The CAM method is chosen on VALIDATION (best pointing game on annotated tumor scans, all
-    domains); TEST of every domain is then evaluated once with it.
-
     Args:
         data_dir: a prepared folder with TRAIN/VALIDATION/TEST, each with yes/no.
         out: the output folder.
@@ -236,14 +233,37 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bo
     Returns:
         The model card.
     """
+    _, history, counts = fit(data_dir, out, config, resume, cache_dir, extra_callbacks)
+    return describe(data_dir, out, config, history, counts, annotations, select_method)
+
+
+def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history: list[dict],
+             counts: dict, annotations=None, select_method: bool = True) -> dict:
+    """Write ``model.json`` and ``model_card.json`` beside a trained ``out/model.keras``.
+
+    The CAM method is chosen on VALIDATION (best mean pointing game on the annotated tumor scans
+    of each domain); TEST of every domain is then evaluated once, with that method.
+
+    Args:
+        data_dir: the prepared folder the model was trained on.
+        out: the folder holding ``model.keras``.
+        config: the run's settings (``extra_domains`` are evaluated too).
+        history: per-epoch rows, as ``read_history`` returns them.
+        counts: class counts per folder and split, as ``fit`` returns them.
+        annotations: an ``Annotations`` for tumor outlines.
+        select_method: score every CAM method on VALIDATION to choose one (else gradcam).
+
+    Returns:
+        The model card.
+    """
+    import keras
+
     from pipeline.analysis import METHODS
     from pipeline.annotations import Annotations
     from pipeline.evaluate import choose_method, domain_reports
     from pipeline.spec import load_spec, write_spec
 
-    out = Path(out)
-    annotations = annotations or Annotations()
-    _, history, counts = fit(data_dir, out, config, resume, cache_dir, extra_callbacks)
+    out, annotations = Path(out), annotations or Annotations()
     name = config.name or f"{Path(data_dir).name}-{config.arch}"
     write_spec(spec_dict(config, name), out)
     spec = load_spec(out)
@@ -258,6 +278,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bo
                  "extra_domains": {str(f): datasets.manifest_digest(f) for f in folders[1:]},
                  "counts": counts},
         "config": config_dict(config),
+        "software": {"keras": keras.__version__, "numpy": np.__version__},
         "history": history,
         "best_epoch": _best_epoch(history),
         "cam_method": method,

@@ -1,0 +1,131 @@
+"""``tumorlens train``, ``evaluate`` and ``split-cases`` from the command line."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pipeline.analysis import METHODS, Analyzer
+from pipeline.scans import read_scan
+from pipeline.spec import load_spec
+from tests.pipeline.mldata import blob_image, bright_spot_model, make_prepared
+from worker.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = ROOT / "models" / "default"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("data"), {"TRAIN": 8, "VALIDATION": 4, "TEST": 5})
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return bright_spot_model(tmp_path_factory.mktemp("model"))
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_evaluate_json_has_every_number_in_range(model, prepared):
+    result = run("evaluate", model, prepared, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    classification = report["classification"]
+    assert {"accuracy", "sensitivity", "specificity", "roc_auc", "confusion_matrix", "ece", "n"} <= set(classification)
+    assert classification["n"] == 10  # the TEST split: five of each class
+    for key in ("accuracy", "sensitivity", "specificity", "roc_auc", "ece"):
+        assert 0.0 <= classification[key] <= 1.0
+    localisation = report["localisation"]
+    assert set(localisation) == {"gradcam", "centre_baseline"}
+    assert localisation["gradcam"]["n"] == 5 and 0.0 <= localisation["gradcam"]["pointing"] <= 1.0
+    assert report["neurons"]["n_neurons"] == 1
+    assert report["data"] == str(prepared)
+
+
+def test_evaluate_all_methods_prints_one_comparison_table(model, prepared):
+    result = run("evaluate", model, prepared / "TEST", "--method", "all", "--limit", "6")
+    assert result.exit_code == 0, result.output
+    for method in (*METHODS, "centre baseline", "pointing game", "accuracy"):
+        assert method in result.output
+    as_json = json.loads(run("evaluate", model, prepared / "TEST", "--method", "all", "--limit", "6",
+                             "--json").output)
+    assert set(as_json["localisation"]) == {*METHODS, "centre_baseline"}
+    assert as_json["classification"]["n"] == 6
+
+
+def test_evaluate_reads_the_lgg_layout_with_case_folders(model, tmp_path):
+    rng = np.random.default_rng(2)
+    for label, folder in (("yes", "tumor"), ("no", "no_tumor")):
+        case = tmp_path / folder / "TCGA_XX_0001"
+        case.mkdir(parents=True)
+        for i in range(3):
+            image, mask = blob_image(rng, label == "yes")
+            Image.fromarray(image).save(case / f"TCGA_XX_0001_{i}.jpg")
+            if mask.any():
+                Image.fromarray(mask.astype(np.uint8) * 255).save(case / f"TCGA_XX_0001_{i}_mask.png")
+    report = json.loads(run("evaluate", model, tmp_path, "--json").output)
+    assert report["classification"]["n"] == 6  # masks are not counted as scans
+    assert report["localisation"]["gradcam"]["n"] == 3
+
+
+def test_evaluate_explains_a_folder_without_classes(model, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(model), str(tmp_path)])
+    assert result.exit_code != 0
+    assert "no class folders" in result.output
+
+
+def test_evaluate_explains_a_folder_without_a_model(prepared, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path), str(prepared)])
+    assert result.exit_code != 0
+    assert "model.json" in result.output
+
+
+@pytest.mark.slow
+def test_train_from_the_command_line(prepared, tmp_path):
+    result = run("train", prepared, "--out", tmp_path, "--input-size", 32, "--epochs", 1,
+                 "--width", 4, "--batch-size", 8, "--no-select-method", "--augment", "flip,gamma")
+    assert result.exit_code == 0, result.output
+    assert "val_loss" in result.output and "TEST" in result.output  # per-epoch progress, then TEST
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["config"]["augment"] == ["flip", "gamma"] and card["cam_method"] == "gradcam"
+    assert load_spec(tmp_path).name == f"{prepared.name}-lens"
+
+
+def test_train_refuses_an_unknown_augmentation(prepared, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(prepared), "--out", str(tmp_path),
+                                       "--augment", "flip,swirl", "--input-size", "32"])
+    assert result.exit_code != 0 and "swirl" in result.output
+
+
+def test_split_cases_command(tmp_path):
+    for case in ("A", "B", "C", "D", "E"):
+        folder = tmp_path / "src" / "tumor" / case
+        folder.mkdir(parents=True)
+        Image.new("L", (8, 8)).save(folder / f"{case}_1.jpg")
+    result = run("split-cases", tmp_path / "src", tmp_path / "dest", "--split", "60,20,20")
+    assert result.exit_code == 0, result.output
+    assert "TRAIN 3 slices" in result.output and "TEST 1 slices" in result.output
+    bad = CliRunner().invoke(main, ["split-cases", str(tmp_path / "src"), str(tmp_path / "x"),
+                                    "--split", "60,40"])
+    assert bad.exit_code != 0 and "60,20,20" in bad.output
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL / "model.json").is_file(), reason="no shipped default model")
+def test_the_default_model_recognises_the_samples():
+    spec = load_spec(DEFAULT_MODEL)
+    card = json.loads((DEFAULT_MODEL / "model_card.json").read_text())
+    assert card["cam_method"] in METHODS
+    analyzer = Analyzer(spec, card["cam_method"])
+    paths = sorted((ROOT / "samples" / "yes").glob("*.jpg")) + sorted((ROOT / "samples" / "no").glob("*.jpg"))
+    assert len(paths) >= 4
+    batch = np.stack([analyzer.prepare(read_scan(p)[0].pixels) for p in paths])
+    result = analyzer.analyze(batch)
+    expected = [1 if p.parent.name == "yes" else 0 for p in paths]
+    assert (result.tumor_probability >= 0.5).astype(int).tolist() == expected
+    assert result.cams.shape[1:] == (spec.input_size[1], spec.input_size[0])

@@ -17,8 +17,8 @@ from typing import TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.models import Result, Scan
-from worker.store import get_job
+from worker.models import Job, NeuronStats, Result, Scan
+from worker.store import NotFound, get_job
 
 FIELDS = ("path", "frame", "sha256", "status", "error", "width", "height", "predicted_class",
           "tumor_probability", "probabilities", "method", "peak", "overlay", "heatmap")
@@ -103,3 +103,31 @@ def export_job(session: Session, job_id: int, output_dir: str | Path, fmt: str, 
     if fmt == "json":
         return write_json(rows, out)
     return write_csv(rows, out, list(get_job(session, job_id).model.spec["class_names"]))
+
+
+def neuron_report(session: Session, job: Job, top: int = 10) -> dict:
+    """Return the job's strongest neurons of each sign with their class means, JSON-ready."""
+    stats = job.neuron_stats
+    if stats is None:
+        raise NotFound(f"job {job.id} has no neuron statistics yet (it is {job.status.value})")
+    summary = stats.summary
+    return {"job": job.id, "label_source": stats.label_source, "n_scans": stats.n_scans,
+            "n_neurons": stats.n_neurons, "model": job.model.name,
+            "top_positive": [_neuron(row) for row in summary.get("top_positive", [])[:top]],
+            "top_negative": [_neuron(row) for row in summary.get("top_negative", [])[:top]],
+            "note": _neuron_note(stats)}
+
+
+def _neuron(row: dict) -> dict:
+    return {"neuron": row["neuron"], "correlation": row["correlation"],
+            "mean_activation": {"tumor": row["mean_tumor"], "no_tumor": row["mean_no_tumor"]}}
+
+
+def _neuron_note(stats: NeuronStats) -> str | None:
+    reused = stats.summary.get("reused_scans", 0)
+    notes = []
+    if stats.summary.get("correlation_defined") is False and stats.n_scans:
+        notes.append("all scans have the same label, so no correlation exists")
+    if reused:
+        notes.append(f"{reused} scans reused results of earlier jobs and are not included")
+    return "; ".join(notes) or None

@@ -1,0 +1,276 @@
+"""``tumorlens scan``, ``export``, ``neurons``, ``resume`` and ``cancel``: jobs from the terminal.
+
+Without a broker (``TUMORLENS_BROKER_URL`` unset) or with ``--local`` a job runs in this process;
+otherwise it is queued to the Celery workers. Ctrl-C during a local run keeps what was committed
+and exits 130; ``tumorlens resume JOB`` finishes the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from pipeline.analysis import METHODS
+from worker import db
+from worker.jobs import JobError, cancel_job, create_job, job_summary, reopen_job
+from worker.settings import DEFAULT_MODEL, get_settings
+from worker.store import NotFound, get_job
+
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+TERMINAL = ("done", "cancelled", "failed")
+
+
+@contextlib.contextmanager
+def job_progress(job_id: int) -> Iterator[Callable[[int, int], None]]:
+    """Yield a (finished, total) callback that draws a bar with rate and ETA on a terminal."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        yield lambda finished, total: None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = (TextColumn(f"job {job_id}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("scans", total=None, rate="")
+
+        def update(finished: int, total: int) -> None:
+            progress.update(task, completed=finished, total=total)
+            speed = progress.tasks[0].speed
+            progress.update(task, rate=f"{speed:.1f} scans/s" if speed else "")
+
+        yield update
+
+
+def load_model_spec(model: Path | None):
+    """Return the spec of ``model`` (a model.json or its folder), or of the configured default."""
+    from pipeline.spec import SpecError, load_spec
+
+    settings = get_settings()
+    path = model or settings.model
+    if model is None and settings.model == DEFAULT_MODEL and not (DEFAULT_MODEL / "model.json").is_file():
+        path = demo_model(settings.home / "demo-model")
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        raise click.ClickException(f"invalid model: {exc}") from exc
+
+
+def demo_model(folder: Path) -> Path:
+    """Build (once) the random-weight demo model and say on stderr what it is."""
+    from pipeline.demo import ensure_demo_model
+
+    path = ensure_demo_model(folder)
+    click.echo(f"no trained model in {DEFAULT_MODEL}: using a demo model with random weights "
+               f"({path.parent}); its predictions mean nothing", err=True)
+    return path
+
+
+def open_store():
+    """Return a session factory for a store at the current schema, or exit with the reason."""
+    try:
+        return db.make_session_factory(db.prepare_store())
+    except db.StoreNotReady as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def run_here(factory, job_id: int, batch_size: int | None) -> dict:
+    """Run the job in this process with a progress bar; exit 130 on Ctrl-C."""
+    from worker.local import run_local
+
+    try:
+        with job_progress(job_id) as progress:
+            return run_local(factory, job_id, batch_size=batch_size, on_progress=progress)
+    except KeyboardInterrupt:
+        click.echo(f'interrupted: run "tumorlens resume {job_id}" to finish', err=True)
+        sys.exit(INTERRUPTED)
+
+
+def wait_for(factory, job_id: int, poll: float = 1.0) -> dict:
+    """Follow a queued job until it ends; return its summary."""
+    with job_progress(job_id) as progress:
+        while True:
+            with db.session_scope(factory) as session:
+                summary = job_summary(session, job_id)
+            progress(summary["done"] + summary["failed"] + summary["duplicate"], summary["scans"])
+            if summary["status"] in TERMINAL:
+                return summary
+            time.sleep(poll)
+
+
+def queue_job(factory, job_id: int, resume: bool = False) -> None:
+    """Hand the job to the Celery workers, or exit with what is missing."""
+    try:
+        from worker import queue
+    except ModuleNotFoundError as exc:
+        raise click.ClickException("queued jobs need worker.queue, which this installation lacks; "
+                                   "run the scan with --local") from exc
+    try:
+        queue.resume_job(job_id, factory) if resume else queue.enqueue_job(job_id)
+    except queue.QueueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def print_summary(summary: dict, as_json: bool, factory=None) -> None:
+    """Print the job's summary as ARCHITECTURE's JSON or as sentences."""
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"job {summary['job']} {summary['status']}: {summary['scans']} scans, "
+               f"{summary['done']} done, {summary['failed']} failed, {summary['duplicate']} "
+               f"duplicate, in {summary['seconds']:.1f} s")
+    if summary["failed"] and factory is not None:
+        _print_failures(factory, summary["job"])
+    if summary["status"] == "done":
+        click.echo(f"records: tumorlens export {summary['job']} --format csv")
+
+
+def _print_failures(factory, job_id: int, shown: int = 5) -> None:
+    from sqlalchemy import select
+
+    from worker.models import Scan, ScanStatus
+
+    query = (select(Scan.path, Scan.error).where(Scan.job_id == job_id, Scan.status == ScanStatus.FAILED)
+             .order_by(Scan.id).limit(shown))
+    with db.session_scope(factory) as session:
+        for path, error in session.execute(query):
+            click.echo(f"  failed: {path}: {error}")
+
+
+def finish(factory, job_id: int, local: bool, wait: bool, batch_size: int | None) -> dict:
+    """Run the job here or follow the queue; return the summary to print."""
+    if local:
+        return run_here(factory, job_id, batch_size)
+    if wait:
+        return wait_for(factory, job_id)
+    with db.session_scope(factory) as session:
+        return job_summary(session, job_id)
+
+
+@click.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), help="model.json or its folder.")
+@click.option("--method", type=click.Choice(METHODS), default="gradcam", show_default=True,
+              help="Class activation map method.")
+@click.option("--local", is_flag=True, help="Run in this process (implied without a broker).")
+@click.option("--wait", is_flag=True, help="With a broker: follow the job until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), help="Scans per batch.")
+def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool, as_json: bool,
+         batch_size: int | None) -> None:
+    """Analyse every scan under FOLDER."""
+    if not folder.is_dir():
+        raise click.ClickException(f"no such folder: {folder}")
+    spec = load_model_spec(model)
+    factory = open_store()
+    with db.session_scope(factory) as session:
+        try:
+            job_id = create_job(session, folder, spec, method).id
+        except JobError as exc:
+            raise click.ClickException(str(exc)) from exc
+    local = local or not get_settings().broker_url
+    if not local:
+        queue_job(factory, job_id)
+        if not as_json:
+            click.echo(f"job {job_id} queued", err=True)
+    print_summary(finish(factory, job_id, local, wait, batch_size), as_json, factory)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB", type=int)
+@click.option("--local", is_flag=True, help="Finish it in this process (implied without a broker).")
+@click.option("--wait", is_flag=True, help="With a broker: follow the job until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), help="Scans per batch.")
+def resume(job_id: int, local: bool, wait: bool, as_json: bool, batch_size: int | None) -> None:
+    """Finish an interrupted, cancelled or failed job: only what is not done is analysed."""
+    factory = open_store()
+    try:
+        with db.session_scope(factory) as session:
+            reopen_job(session, job_id)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    local = local or not get_settings().broker_url
+    if not local:
+        queue_job(factory, job_id, resume=True)
+    print_summary(finish(factory, job_id, local, wait, batch_size), as_json, factory)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB", type=int)
+def cancel(job_id: int) -> None:
+    """Stop a job: no new batch starts; what is done stays done (resume continues it)."""
+    factory = open_store()
+    try:
+        with db.session_scope(factory) as session:
+            cancel_job(session, job_id)
+    except (NotFound, JobError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"job {job_id} cancelled")
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB", type=int)
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of standard output.")
+def export(job_id: int, fmt: str, output: Path | None) -> None:
+    """Print one record per scan (per frame) of JOB as JSON or CSV."""
+    from worker.export import export_job
+
+    factory = open_store()
+    out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        with db.session_scope(factory) as session:
+            export_job(session, job_id, get_settings().output_dir, fmt, out)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if output:
+            out.close()
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB", type=int)
+@click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def neurons(job_id: int, top: int, as_json: bool) -> None:
+    """Show the neurons of JOB's target layer most correlated with the class label."""
+    from worker.export import neuron_report
+
+    factory = open_store()
+    try:
+        with db.session_scope(factory) as session:
+            report = neuron_report(session, get_job(session, job_id), top)
+    except (NotFound, JobError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        print_neurons(report)
+
+
+def print_neurons(report: dict) -> None:
+    """Print the neuron report as sentences and a table per sign."""
+    click.echo(f"job {report['job']}: {report['n_neurons']} neurons of {report['model']}'s target "
+               f"layer over {report['n_scans']} scans; labels from {report['label_source']}")
+    if report["note"]:
+        click.echo(report["note"])
+    for sign in ("top_positive", "top_negative"):
+        if report[sign]:
+            click.echo(f"{sign.replace('_', ' ')}:")
+        for row in report[sign]:
+            means = ", ".join(f"{name} {value:.4g}" for name, value in row["mean_activation"].items()
+                              if value is not None)
+            click.echo(f"  neuron {row['neuron']:>5}  r = {row['correlation']:+.3f}  mean: {means}")
+
+
+COMMANDS = [scan, export, neurons, resume, cancel]

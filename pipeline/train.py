@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,16 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import architectures, datasets
+from pipeline.analysis import PREPROCESS
 from pipeline.augment import GEOMETRIC, build_augmenter
 
-log = logging.getLogger(__name__)
-
 CLASS_NAMES = ["no_tumor", "tumor"]
-PREPROCESS_SCALE = {  # model.json preprocessing -> (scale, offset) on [0, 255] pixels
-    "unit": (1 / 255.0, 0.0),
-    "symmetric": (1 / 127.5, -1.0),
-    "none": (1.0, 0.0),
-}
 
 
 @dataclass
@@ -59,17 +52,6 @@ class SplitData:
     counts: dict
 
 
-def _preprocess(preprocessing: str):
-    """Return a tensor function applying the spec's preprocessing to [0, 255] pixels."""
-    import tensorflow as tf
-
-    if preprocessing == "caffe":  # RGB -> BGR minus the ImageNet means, as keras.applications
-        means = tf.constant([103.939, 116.779, 123.68])
-        return lambda x: x[..., ::-1] - means
-    scale, offset = PREPROCESS_SCALE[preprocessing]
-    return lambda x: x * scale + offset
-
-
 def load_splits(folders: Sequence[str | Path], size: tuple[int, int], color_mode: str,
                 cache_dir: Path) -> SplitData:
     """Decode TRAIN and VALIDATION of every folder once and concatenate them."""
@@ -99,7 +81,7 @@ def make_datasets(data: SplitData, config: TrainConfig, preprocessing: str):
     import tensorflow as tf
 
     augmenter = build_augmenter(config.augment, seed=config.seed)
-    prep = _preprocess(preprocessing)
+    prep = PREPROCESS[preprocessing]  # the very functions Analyzer.prepare applies
 
     def augment(x, y):
         return prep(augmenter(tf.cast(x, tf.float32), training=True)), y

@@ -18,12 +18,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POISON_MAGIC = b"TUMORLENS-TEST-KILLS-THE-DECODER"
 READY_LINE = " ready."  # Celery logs "<node> ready." once it consumes
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -33,13 +35,14 @@ def free_port() -> int:
     return services_free_port()
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60, every: float = 0.1) -> None:
-    """Poll ``check`` until it returns true; fail the test after ``timeout`` seconds."""
+def wait_for(check: Callable[[], T], what: str, timeout: float = 60, every: float = 0.1) -> T:
+    """Poll ``check`` until it returns something true and return that; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while not (value := check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+    return value
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -120,6 +123,11 @@ class RedisServer:
         signal_group(self.proc, signal.SIGKILL)
         self.proc.wait()
 
+    def restart_empty(self) -> None:
+        """Kill the server and start a new, empty one on the same port."""
+        self.kill()
+        self.start()
+
     def client(self):
         import redis
 
@@ -148,6 +156,24 @@ def redis_server_binary() -> str:
 def tumorlens_argv(*args: str) -> list[str]:
     """Return the command line of ``tumorlens ARGS`` with the test decoder plugin loaded."""
     return [sys.executable, "-m", "tests.builders.processes", *args]
+
+
+def tumorlens_env(home: Path, database_url: str | None = None, broker_url: str | None = None,
+                  **settings) -> dict[str, str]:
+    """Return this environment with only the given TUMORLENS_* settings (HOME in ``home``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUMORLENS_")}
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "TUMORLENS_HOME": str(home)})
+    values = {"database_url": database_url, "broker_url": broker_url, **settings}
+    env.update({f"TUMORLENS_{k.upper()}": str(v) for k, v in values.items() if v is not None})
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``tumorlens ARGS`` to completion and return it; fail the test if it fails."""
+    done = subprocess.run(tumorlens_argv(*args), env=env, cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"tumorlens {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done
 
 
 def start_worker(group: ProcessGroup, env: dict[str, str], name: str = "worker",

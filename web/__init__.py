@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -23,6 +24,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env(ENV_PREFIX)
     app.config.update(config or {})
     finish(app.config, app.debug)
+    if app.config["PROXY_COUNT"]:
+        # Behind TLS-terminating proxies: the client's address (for the login limit) and scheme.
+        hops = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     db.init_app(app)
     app.before_request(auth.require_login)  # before CSRF, so anonymous calls get 401, not 400

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "REPORT_PAGE_SIZE": 50,
     "POLL_SECONDS": 1.5,
+    "PROXY_COUNT": 0,  # reverse proxies in front that set X-Forwarded-For/-Proto (trusted hops)
 }
 
 

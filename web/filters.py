@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Mapping
 
 from worker.models import ScanStatus
@@ -49,9 +49,6 @@ class ScanFilter:
         names = {"text": "q"}
         return {names.get(f.name, f.name): str(getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) != getattr(default, f.name)}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _probability(args: Mapping[str, str], name: str) -> float | None:

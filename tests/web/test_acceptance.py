@@ -32,7 +32,8 @@ def copy_scans(shared_data: Path, root: Path) -> Path:
     for label, source, prefix in (("YES", "yes", "y"), ("NO", "no", "no")):
         (study / label).mkdir(parents=True)
         for i in range(PER_CLASS):
-            shutil.copyfile(shared_data / "br35h" / source / f"{prefix}{i}.jpg", study / label / f"{prefix}{i}.jpg")
+            name = f"{prefix}{i}.jpg"
+            shutil.copyfile(shared_data / "br35h" / source / name, study / label / name)
     return study
 
 

@@ -146,3 +146,36 @@ def test_security_headers_forbid_inline_script(client):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "<script>" not in response.get_data(as_text=True)
+
+
+def test_login_limit_is_kept_in_redis_when_a_broker_is_set(make_app, user_id, redis_url):
+    import redis
+
+    app = make_app(BROKER_URL=redis_url, LOGIN_RATE_LIMIT="2 per minute")
+    assert app.config["RATELIMIT_STORAGE_URI"] == redis_url
+    first, second = app.test_client(), app.test_client()
+    assert [sign_in(first, "alice", "wrong").status_code for _ in range(2)] == [401, 401]
+    assert sign_in(second, "alice", PASSWORD).status_code == 429  # same address, shared count
+    assert redis.Redis.from_url(redis_url).keys("LIMITS*")  # the count lives in Redis
+
+
+def test_behind_a_proxy_the_limit_counts_each_client(make_app, user_id):
+    client = make_app(PROXY_COUNT=1, LOGIN_RATE_LIMIT="1 per minute").test_client()
+
+    def attempt(address: str) -> int:
+        page = client.get("/login", headers={"X-Forwarded-For": address})
+        return client.post("/login", headers={"X-Forwarded-For": address}, data={
+            "username": "alice", "password": "wrong",
+            "csrf_token": csrf_token(page.get_data(as_text=True))}).status_code
+
+    assert [attempt("10.0.0.1"), attempt("10.0.0.1"), attempt("10.0.0.2")] == [401, 429, 401]
+
+
+def test_flask_keys_come_from_the_environment(settings_env, sqlite_url, folders, monkeypatch):
+    from tests.web.conftest import build_app
+
+    monkeypatch.setenv("TUMORLENS_WEB_SESSION_COOKIE_SECURE", "false")
+    monkeypatch.setenv("TUMORLENS_WEB_REPORT_PAGE_SIZE", "25")
+    settings_env()
+    app = build_app(sqlite_url, folders, TESTING=False)
+    assert app.config["SESSION_COOKIE_SECURE"] is False and app.config["REPORT_PAGE_SIZE"] == 25

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from web.filters import ScanFilter
 from worker.models import Job, Model, Result, Scan, ScanStatus
 
-ROW_COLUMNS = (Scan.id.label("scan_id"), Scan.path, Scan.status, Scan.error, Scan.duplicate_of_id,
+ROW_COLUMNS = (Scan.id.label("scan_id"), Scan.path, Scan.frames, Scan.status, Scan.error,
+               Scan.duplicate_of_id,
                Result.id.label("result_id"), Result.predicted_class, Result.tumor_probability,
                Result.thumbnail)
 

@@ -73,50 +73,64 @@ def system(tmp_path: Path, redis_url: str, shared_data: Path):
         group.close()
 
 
-def test_start_a_job_watch_it_finish_and_browse_the_results(system, tmp_path):
+def start_job_on_study(page: Watched) -> None:
+    """Pick the study folder in the browser, choose Grad-CAM, start; land on the report."""
+    p = page.page
+    p.click("nav a[href='/jobs/new']")
+    p.click("a.folder:text('study')")
+    expect(p.locator("b.path")).to_have_text("study")
+    form = p.locator("form[action='/jobs']")
+    expect(form.locator("select[name=model] option").first).to_have_text(
+        "Default model (sequential-probabilities)")
+    form.locator("select[name=method]").select_option("gradcam")
+    page.screenshot("acceptance-new-job")
+    form.locator("button[type=submit]").click()
+    p.wait_for_url(re.compile(r".*/jobs/\d+$"))
+
+
+def open_lowest_scan_and_blend(page: Watched) -> None:
+    """Sort the report lowest probability first, open the first scan, move the opacity slider."""
+    p = page.page
+    p.click("a.sort[data-sort='probability']")
+    p.wait_for_url(re.compile(r".*order=asc.*"))
+    shown = [float(t.split()[-1]) for t in p.locator("td.prob").all_inner_texts()]
+    assert len(shown) == 2 * PER_CLASS and shown == sorted(shown)
+    assert broken_images(p) == []
+    p.click("table.scans tbody tr:first-child a.scan-link")
+    p.wait_for_url(re.compile(r".*/scans/\d+.*"))
+    assert broken_images(p) == []
+    p.locator("#opacity").fill("30")
+    assert p.locator("#heat-layer").evaluate("e => getComputedStyle(e).opacity") == "0.3"
+    page.screenshot("acceptance-scan")
+
+
+def download_csv(p) -> list[str]:
+    """Download the report's CSV; return its lines."""
+    with p.expect_download() as download:
+        p.click("a[href$='format=csv']")
+    return Path(download.value.path()).read_text().splitlines()
+
+
+def test_start_a_job_watch_it_finish_and_browse_the_results(system):
     base, web = system
     with chromium() as browser:
         context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
         context.set_default_timeout(20_000)
         page = Watched(context.new_page())
+        sign_in(page.page, base, "alice", PASSWORD)
+        start_job_on_study(page)
+
         p = page.page
-        sign_in(p, base, "alice", PASSWORD)
-
-        p.click("nav a[href='/jobs/new']")
-        p.click("a.folder:text('study')")
-        expect(p.locator("b.path")).to_have_text("study")
-        form = p.locator("form[action='/jobs']")
-        expect(form.locator("select[name=model] option").first).to_have_text(
-            "Default model (sequential-probabilities)")
-        form.locator("select[name=method]").select_option("gradcam")
-        page.screenshot("acceptance-new-job")
-        form.locator("button[type=submit]").click()
-        p.wait_for_url(re.compile(r".*/jobs/\d+$"))
-
         expect(p.locator("[data-field='status']")).to_have_text("done", timeout=JOB_TIMEOUT_MS)
         expect(p.locator("[data-field='percent']")).to_have_text("100 %")
         expect(p.locator("#row-count")).to_have_text(f"{2 * PER_CLASS} matching rows")
         assert broken_images(p) == []
         page.screenshot("acceptance-report")
 
-        p.click("a.sort[data-sort='probability']")  # lowest first
-        p.wait_for_url(re.compile(r".*order=asc.*"))
-        shown = [float(t.split()[-1]) for t in p.locator("td.prob").all_inner_texts()]
-        assert len(shown) == 2 * PER_CLASS and shown == sorted(shown)
-        assert broken_images(p) == []
-
-        p.click("table.scans tbody tr:first-child a.scan-link")
-        p.wait_for_url(re.compile(r".*/scans/\d+.*"))
-        assert broken_images(p) == []
-        p.locator("#opacity").fill("30")
-        assert p.locator("#heat-layer").evaluate("e => getComputedStyle(e).opacity") == "0.3"
-        page.screenshot("acceptance-scan")
-
+        open_lowest_scan_and_blend(page)
         p.keyboard.press("Escape")
         p.wait_for_url(re.compile(r".*/jobs/\d+\?.*"))
-        with p.expect_download() as download:
-            p.click("a[href$='format=csv']")
-        lines = Path(download.value.path()).read_text().splitlines()
+        lines = download_csv(p)
         assert lines[0].startswith("path,frame,sha256,status") and len(lines) == 1 + 2 * PER_CLASS
         assert all(",done," in line for line in lines[1:])
         assert page.dialogs == [] and not [e for e in page.errors if "Security Policy" in e]

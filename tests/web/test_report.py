@@ -237,3 +237,24 @@ def test_unknown_ids_answer_404(signed_in):
     for url in ("/api/jobs/999", "/api/jobs/999/scans", "/api/scans/999", "/api/jobs/999/neurons"):
         response = signed_in.get(url)
         assert response.status_code == 404 and "error" in response.get_json(), url
+
+
+def test_multi_frame_scan_gives_a_row_per_frame(signed_in, session, folders):
+    from sqlalchemy import insert
+
+    from worker.models import Result, Scan
+
+    job = seed.add_job(session, folders["scans"], folders["model"] / "model.json")
+    (scan_id,) = seed.add_rows(session, job, [seed.Row("series.dcm", 0.2)])
+    first = session.query(Result).filter(Result.scan_id == scan_id).one()
+    template = {c.key: getattr(first, c.key) for c in Result.__table__.columns if c.key != "id"}
+    session.execute(insert(Result), [{**template, "frame": f, "tumor_probability": p}
+                                     for f, p in ((1, 0.9), (2, 0.5))])
+    session.get(Scan, scan_id).frames = 3
+    session.commit()
+    html = signed_in.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert re.findall(r"frame (\d) of 3", html) == ["2", "3", "1"]  # by probability, high first
+    page = signed_in.get(f"/scans/{scan_id}?frame=2").get_data(as_text=True)
+    assert "frame 3 of 3" in page and 'tumor-probability">0.500' in page
+    nav = re.search(r'id="scan-nav"([^>]*)>', page).group(1)
+    assert f"scans/{scan_id}?frame=1" in nav and f"scans/{scan_id}?frame=0" in nav

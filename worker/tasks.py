@@ -10,12 +10,12 @@ be imported in the parent), and keeps it for every later batch of the same model
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 
 from celery import shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
+from celery.utils.log import get_task_logger
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select, update
@@ -31,7 +31,7 @@ from worker.queue import QueueError, enqueue_batches, enqueue_job, requeue_pendi
 from worker.settings import get_settings
 from worker.store import get_job
 
-log = logging.getLogger(__name__)
+log = get_task_logger(__name__)  # the task log format names the job
 
 # A store or broker that is briefly away (restart, failover, SQLite's write lock held too long).
 TRANSIENT = (OperationalError, RedisConnectionError, RedisTimeoutError, QueueError)

@@ -28,11 +28,12 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def tensorflow_threads(processes: int) -> dict[str, str]:
-    """Return the thread settings that share the cores among ``processes`` TensorFlow processes."""
+def tensorflow_env(processes: int) -> dict[str, str]:
+    """Return the settings that share the cores among ``processes`` TensorFlow processes."""
     threads = str(max(1, cpu_count() // processes))
     return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-            "OMP_NUM_THREADS": threads}
+            "OMP_NUM_THREADS": threads,
+            "TF_CPP_MIN_LOG_LEVEL": "1"}  # keeps most of TensorFlow's start-up notices out of the log
 
 
 def worker_argv(concurrency: int, queues: str, loglevel: str, hostname: str | None) -> list[str]:
@@ -62,8 +63,10 @@ def worker(concurrency: int | None, queues: str | None, loglevel: str, hostname:
     """Run a Celery worker that walks folders and analyses queued scans."""
     require_broker()
     concurrency = concurrency or cpu_count()
-    for name, value in tensorflow_threads(concurrency).items():
+    for name, value in tensorflow_env(concurrency).items():
         os.environ.setdefault(name, value)  # read by TensorFlow when a child first imports it
+    click.echo(f"{concurrency} worker processes on {cpu_count()} cores, "
+               f"{os.environ['TF_NUM_INTRAOP_THREADS']} TensorFlow threads each", err=True)
     from worker.celery_app import QUEUES, celery_app
 
     queues = queues or ",".join(QUEUES)

@@ -128,3 +128,27 @@ def _attention(gray) -> "np.ndarray":
     small = np.asarray(Image.fromarray(gray).resize((12, 12), Image.Resampling.BOX), np.float32)
     small = np.clip(small - np.percentile(small, 80), 0, None)
     return small / small.max() if small.max() > 0 else small
+
+
+def png(size: int = 8) -> bytes:
+    """Return a small gray PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size, size, 3), 90, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    """Return a zip archive holding ``entries`` (name -> bytes), names written as given."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()

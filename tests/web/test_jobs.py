@@ -10,6 +10,7 @@ import redis
 
 from tests.web import seed
 from tests.web.conftest import csrf_token
+from tests.web.seed import png, zip_of
 from worker.celery_app import ENUMERATE_QUEUE, PROCESS_TASK
 from worker.models import Job, JobStatus, ScanStatus
 
@@ -107,8 +108,6 @@ def test_without_a_broker_the_form_is_disabled_and_posting_is_refused(signed_in,
 
 def test_upload_is_stored_and_queued(client_q, session, folders, redis_url):
     import io
-
-    from tests.web.test_uploads import png, zip_of
 
     data = form(client_q, scans=(io.BytesIO(zip_of({"YES/a.png": png(), "NO/b.png": png()})), "s.zip"))
     response = client_q.post("/jobs/upload", data=data, content_type="multipart/form-data")

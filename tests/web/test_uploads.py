@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from werkzeug.datastructures import FileStorage
 
+from tests.web.seed import png, zip_of
 from web.uploads import UploadError, UploadLimits, client_name, member_path, store_uploads
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def zip_of(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
 
 
 def upload(name: str, data: bytes) -> FileStorage:

@@ -65,7 +65,10 @@ def resolve(roots: list[Path], index: int, rel: str) -> tuple[Path, Path]:
     if not 0 <= index < len(roots):
         raise FolderError("That scan root does not exist.")
     root = roots[index].resolve()
-    folder = (root / check_relative(rel)).resolve()
+    try:
+        folder = (root / check_relative(rel)).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise FolderError("That folder cannot be opened (a link loop or an unreadable path).") from exc
     if not folder.is_relative_to(root):
         raise FolderError("That folder lies outside the scan root.")
     if not folder.is_dir():

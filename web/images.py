@@ -22,8 +22,11 @@ class ImageMissing(LookupError):
 
 def inside(base: Path, rel: str) -> Path:
     """Return ``base / rel`` if it is a file that resolves inside ``base``."""
-    base = base.resolve()
-    path = (base / rel).resolve()
+    try:
+        base = base.resolve()
+        path = (base / rel).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise ImageMissing("The stored path cannot be resolved.") from exc
     if not path.is_relative_to(base):
         raise ImageMissing("The stored path points outside its folder.")
     if not path.is_file():

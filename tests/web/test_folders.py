@@ -60,6 +60,14 @@ def test_a_link_that_stays_inside_is_allowed(tree):
     assert resolve([root], 0, "shortcut")[1] == (root / "study" / "NO").resolve()
 
 
+def test_a_link_loop_is_refused_in_words(tree):
+    root, _ = tree
+    os.symlink(root / "loop", root / "loop")
+    with pytest.raises(FolderError, match="link loop"):
+        resolve([root], 0, "loop/inner")
+    assert "loop" not in [e.name for e in list_folder([root], 0, "").folders]
+
+
 def test_unknown_root_and_missing_folder(tree):
     root, _ = tree
     with pytest.raises(FolderError, match="root does not exist"):

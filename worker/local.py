@@ -2,7 +2,8 @@
 
 The walk comes first (so progress has a total), then the pending scans in batches through a
 three-stage pipeline: while the model analyses batch i, one thread loads and decodes batch i+1
-and another writes the outputs of batch i-1 and commits it. Each batch is one transaction.
+and ``WRITERS`` threads write the outputs of earlier batches and commit them, one transaction
+per batch.
 
 On Ctrl-C the batch being written still commits, the batches in flight are given back (their
 scans stay pending, their attempt not counted) and KeyboardInterrupt propagates; the job stays
@@ -12,6 +13,7 @@ open for ``tumorlens resume``.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +28,9 @@ from worker.settings import get_settings
 from worker.store import pending_scan_ids, scan_counts
 
 Progress = Callable[[int, int], None]  # (scans finished, scans found)
+# Encoding overlays and heatmaps (zlib, GIL released) costs more per scan than a small model's
+# pass: two writers keep both cores busy (bench_scan.py measures it).
+WRITERS = 2
 
 
 def run_local(session_factory: SessionFactory, job_id: int, output_dir: str | Path | None = None,
@@ -78,10 +83,10 @@ class _Stages:
         self.job_id, self.output_dir = job_id, output_dir
 
     def run(self, batches: Iterator[list[int]]) -> Iterator[batch.BatchOutcome]:
-        """Yield each batch's outcome as it commits."""
-        with ThreadPoolExecutor(1, "decode") as decoder, ThreadPoolExecutor(1, "write") as writer:
+        """Yield each batch's outcome as it commits, in order."""
+        with ThreadPoolExecutor(1, "decode") as decoder, ThreadPoolExecutor(WRITERS, "write") as writer:
             ahead: Future | None = decoder.submit(self._prepare, next(batches, None))
-            writing: Future | None = None
+            writing: deque[Future] = deque()
             current = None
             try:
                 while ahead is not None:
@@ -91,11 +96,12 @@ class _Stages:
                     if current is None:
                         continue
                     batch.analyse(current, self.analyzer)
-                    if writing is not None:
-                        yield writing.result()
-                    writing, current = writer.submit(self._finish, current), None
-                if writing is not None:
-                    yield writing.result()
+                    while len(writing) >= WRITERS:
+                        yield writing.popleft().result()
+                    writing.append(writer.submit(self._finish, current))
+                    current = None
+                while writing:
+                    yield writing.popleft().result()
             except BaseException:
                 self._give_back(current, ahead)
                 raise

@@ -1,0 +1,180 @@
+"""End-to-end ``scan --local`` against bare ``model.predict``, side by side on the same scans.
+
+For each model, in alternating rounds (so load from other processes falls on both alike):
+
+- predict: ``model.predict`` on the scans already decoded and preprocessed (the ceiling);
+- scan: the in-process job on the same folder with the same model: walk and hash, decode,
+  the fused pass (probabilities + Grad-CAM + neuron vectors), overlay, thumbnail and heatmap
+  files, rows in SQLite, one transaction per batch, with decoding and writing overlapped;
+- serial: the same job with ``process_batch`` one batch after another (what the overlap buys).
+
+The model is loaded and traced before timing in every variant. Scans: ~200 Br35H JPEGs from
+``../shared/data`` when present, else synthetic ones of similar sizes.
+
+    .venv/bin/python benchmarks/bench_scan.py [--scans 200] [--rounds 2] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data" / "br35h"
+
+
+def scan_folder(folder: Path, count: int) -> str:
+    """Fill ``folder`` with ``count`` scans; return where they came from."""
+    folder.mkdir(parents=True)
+    if (SHARED / "yes").is_dir():
+        sources = sorted((SHARED / "yes").iterdir())[:count // 2]
+        sources += sorted((SHARED / "no").iterdir())[:count - len(sources)]
+        for source in sources:
+            shutil.copyfile(source, folder / source.name)
+        return f"{len(sources)} Br35H JPEGs"
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        side = int(rng.integers(200, 700))
+        Image.fromarray(rng.integers(0, 255, (side, side), np.uint8)).save(folder / f"s{i}.jpg")
+    return f"{count} synthetic JPEGs (../shared/data is absent)"
+
+
+def small_cnn(keras, size: int):
+    conv = dict(kernel_size=3, padding="same", activation="relu")
+    return keras.Sequential([
+        keras.Input((size, size, 3)), keras.layers.Conv2D(16, **conv), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, **conv), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, **conv), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, **conv, name="last_conv"), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, activation="softmax")], name="small_cnn")
+
+
+def xception(keras, size: int):
+    base = keras.applications.Xception(include_top=False, weights=None, input_shape=(size, size, 3))
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x), name="xception_cls")
+
+
+MODELS = {"small CNN 224 px": (small_cnn, 224, "unit"), "Xception 150 px": (xception, 150, "symmetric")}
+
+
+def save_model(folder: Path, name: str):
+    """Build, save and describe one benchmark model; return its spec."""
+    import keras
+
+    from pipeline.spec import load_spec, write_spec
+
+    build, size, preprocessing = MODELS[name]
+    keras.utils.set_random_seed(0)
+    folder.mkdir(parents=True)
+    build(keras, size).save(folder / "model.keras")
+    write_spec({"name": name, "file": "model.keras", "input_size": [size, size], "color_mode": "rgb",
+                "preprocessing": preprocessing, "class_names": ["no_tumor", "tumor"],
+                "positive_classes": ["tumor"], "output": "probabilities"}, folder)
+    return load_spec(folder)
+
+
+def prepared(folder: Path, analyzer) -> np.ndarray:
+    """Decode and preprocess every scan once, outside any timing."""
+    from pipeline.scans import read_scan
+
+    return np.stack([analyzer.prepare(read_scan(p)[0].pixels) for p in sorted(folder.iterdir())])
+
+
+def time_predict(model, batch: np.ndarray, size: int) -> float:
+    start = time.perf_counter()
+    model.predict(batch, batch_size=size, verbose=0)
+    return time.perf_counter() - start
+
+
+def time_job(folder: Path, spec, analyzer, work: Path, size: int, overlapped: bool) -> float:
+    """Run one fresh job on ``folder``; return its wall time from walk to finalisation."""
+    from worker import jobs
+    from worker.db import make_session_factory, session_scope, upgrade
+    from worker.local import run_local
+
+    work.mkdir(parents=True)
+    url = f"sqlite:///{work / 'store.db'}"
+    upgrade(url)
+    factory = make_session_factory(url)
+    with session_scope(factory) as session:
+        job_id = jobs.create_job(session, folder, spec, "gradcam").id
+    start = time.perf_counter()
+    if overlapped:
+        summary = run_local(factory, job_id, work / "out", analyzer=analyzer, batch_size=size)
+    else:
+        summary = serial_job(factory, job_id, analyzer, work / "out", size)
+    elapsed = time.perf_counter() - start
+    assert summary["done"] + summary["duplicate"] == summary["scans"], summary
+    return elapsed
+
+
+def serial_job(factory, job_id: int, analyzer, out: Path, size: int) -> dict:
+    from worker import jobs
+    from worker.db import session_scope
+
+    for _ in jobs.enumerate_job(factory, job_id):
+        pass
+    with session_scope(factory) as session:
+        chunks = [c for c in jobs.pending_scan_ids(session, job_id, size)]
+    for ids in chunks:
+        jobs.process_batch(factory, analyzer, job_id, ids, out)
+    jobs.finalize_job(factory, job_id)
+    with session_scope(factory) as session:
+        return jobs.job_summary(session, job_id)
+
+
+def bench(name: str, folder: Path, tmp: Path, rounds: int, size: int) -> dict[str, float]:
+    """Return the median scans per second of each variant for one model."""
+    import keras
+
+    from pipeline.analysis import Analyzer
+
+    spec = save_model(tmp / name.replace(" ", "_"), name)
+    analyzer = Analyzer(spec, "gradcam")
+    batch = prepared(folder, analyzer)
+    model = keras.models.load_model(spec.model_path)
+    model.predict(batch[:size], batch_size=size, verbose=0)  # build predict's function
+    analyzer.analyze(batch[:size])  # load and trace the fused pass
+    times: dict[str, list[float]] = {"predict": [], "scan": [], "serial": []}
+    for r in range(rounds):
+        times["predict"].append(time_predict(model, batch, size))
+        times["scan"].append(time_job(folder, spec, analyzer, tmp / f"{name}-{r}-o", size, True))
+        times["serial"].append(time_job(folder, spec, analyzer, tmp / f"{name}-{r}-s", size, False))
+    return {k: len(batch) / statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scans", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryDirectory(prefix="bench-scan-") as name:
+        tmp = Path(name)
+        source = scan_folder(tmp / "scans", args.scans)
+        print(f"{source}, batch {args.batch}, median of {args.rounds} rounds, {os.cpu_count()} CPUs")
+        print(f"{'model':<18} {'predict/s':>10} {'scan/s':>8} {'serial/s':>9} {'scan/predict':>13} "
+              f"{'scan/serial':>12}")
+        for model in MODELS:
+            rates = bench(model, tmp / "scans", tmp, args.rounds, args.batch)
+            print(f"{model:<18} {rates['predict']:>10.1f} {rates['scan']:>8.1f} {rates['serial']:>9.1f} "
+                  f"{rates['scan'] / rates['predict']:>12.2f}x {rates['scan'] / rates['serial']:>11.2f}x",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, func, literal, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from web.filters import ScanFilter
-from worker.models import Job, Model, Result, Scan, ScanStatus
+from worker.models import Job, Result, Scan, ScanStatus
 
 ROW_COLUMNS = (Scan.id.label("scan_id"), Scan.path, Scan.frames, Scan.status, Scan.error,
                Scan.duplicate_of_id,
@@ -133,7 +133,7 @@ def job_page(session: Session, page: int, per_page: int) -> Page:
     """Return one page of jobs, newest first, with their models loaded."""
     total = session.scalar(select(func.count(Job.id))) or 0
     page = min(max(page, 1), max(1, -(-total // per_page)))
-    stmt = (select(Job).join(Model).order_by(Job.id.desc())
+    stmt = (select(Job).options(joinedload(Job.model)).order_by(Job.id.desc())
             .limit(per_page).offset((page - 1) * per_page))
     return Page(list(session.scalars(stmt)), total, page, per_page)
 

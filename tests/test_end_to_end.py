@@ -174,6 +174,17 @@ def test_errors_exit_non_zero_with_a_clear_message(settings, tmp_path):
     assert "no job 77" in tumorlens("export", "77", expect=1).output
 
 
+def test_a_model_that_does_not_match_its_spec_fails_the_job_in_words(settings, tmp_path):
+    model = small_model(tmp_path)
+    spec = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**spec, "output": "sigmoid"}))  # it is softmax
+    write_good_scans(tmp_path / "scans", 3, size=(40, 40))
+    result = tumorlens("scan", tmp_path / "scans", "--local", "--model", model, expect=1)
+    assert "job 1 failed: the model cannot be analysed" in result.output
+    assert 'set "output" to "probabilities"' in result.output
+    assert export(1) and all(r["status"] == "pending" for r in export(1))  # scans not blamed
+
+
 def test_default_model_falls_back_to_a_labelled_demo(settings_env, tmp_path, monkeypatch):
     missing = tmp_path / "no-default"  # stands for models/default before a trained model ships
     monkeypatch.setattr("worker.commands.scan.DEFAULT_MODEL", missing)

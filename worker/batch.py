@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from pipeline.scans import Scan as Image
 from pipeline.scans import ScanError, read_scan
 from worker.db import SessionFactory, write_scope
-from worker.models import JobStatus, Result, Scan, ScanStatus, utcnow
+from worker.models import Job, JobStatus, Result, Scan, ScanStatus, utcnow
 from worker.settings import get_settings
 from worker.store import (copy_failure_message, earlier_results, get_job, insert_ignoring_conflicts,
                           upsert_partial)
@@ -66,6 +66,7 @@ class Work:
     positive_classes: tuple[str, ...]
     output_dir: Path
     items: list[Item]
+    job_error: str | None = None  # the model itself cannot be analysed: the job fails
 
 
 @dataclasses.dataclass
@@ -142,13 +143,22 @@ def analyse(work: Work, analyzer, chunk_size: int | None = None) -> Work:
         chunk = frames[start:start + chunk_size]
         try:
             _analyse_frames(chunk, analyzer)
-        except Exception:
+        except Exception as exc:
+            if _is_model_error(exc):
+                work.job_error = f"the model cannot be analysed: {exc}"
+                break
             log.warning("a batch pass failed; analysing its scans one by one", exc_info=True)
             for item in dict.fromkeys(item for item, _ in chunk):
                 _guarded(item, _analyse_frames, [(x, i) for x, i in chunk if x is item], analyzer)
     for item in work.items:
         item.inputs = []  # the pass is done: free the model inputs
     return work
+
+
+def _is_model_error(exc: Exception) -> bool:
+    from pipeline.models import ModelError  # TensorFlow is loaded by now: a pass was attempted
+
+    return isinstance(exc, ModelError)
 
 
 def _analyse_frames(frames: list[tuple[Item, int]], analyzer) -> None:
@@ -169,7 +179,7 @@ def _rounded(value) -> float:
 
 def write(work: Work) -> Work:
     """Write overlays, thumbnails and heatmaps, or link the reused ones; build the result rows."""
-    for item in work.items:
+    for item in work.items if work.job_error is None else ():
         if item.error is None and item.reuse is not None:
             _guarded(item, _link_reused, item, work)
         elif item.error is None:
@@ -247,6 +257,9 @@ def commit(session_factory: SessionFactory, work: Work) -> BatchOutcome:
     """Record the batch in one transaction, touching only scans that are still pending."""
     outcome, finished = BatchOutcome(), []
     with write_scope(session_factory) as session:
+        if work.job_error is not None:  # the scans stay pending: they were not the problem
+            _fail_job(session, work)
+            return outcome
         for item in work.items:
             if not _finish_scan(session, item):
                 outcome.skipped += 1
@@ -260,6 +273,11 @@ def commit(session_factory: SessionFactory, work: Work) -> BatchOutcome:
                 finished.append(item)
         _record_neurons(session, work, [i for i in finished if i.reuse is None], outcome)
     return outcome
+
+
+def _fail_job(session, work: Work) -> None:
+    session.execute(update(Job).where(Job.id == work.job_id, Job.status.not_in(CLOSED))
+                    .values(status=JobStatus.FAILED, error=work.job_error, finished_at=utcnow()))
 
 
 def _finish_scan(session, item: Item) -> bool:

@@ -133,6 +133,14 @@ def print_summary(summary: dict, as_json: bool, factory=None) -> None:
         click.echo(f"records: tumorlens export {summary['job']} --format csv")
 
 
+def exit_if_failed(factory, summary: dict) -> None:
+    """End with the job's reason and exit code 1 when the job itself failed."""
+    if summary["status"] == "failed":
+        with db.session_scope(factory) as session:
+            reason = get_job(session, summary["job"]).error
+        raise click.ClickException(f"job {summary['job']} failed: {reason}")
+
+
 def _print_failures(factory, job_id: int, shown: int = 5) -> None:
     from sqlalchemy import select
 
@@ -181,7 +189,9 @@ def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool,
         queue_job(factory, job_id)
         if not as_json:
             click.echo(f"job {job_id} queued", err=True)
-    print_summary(finish(factory, job_id, local, wait, batch_size), as_json, factory)
+    summary = finish(factory, job_id, local, wait, batch_size)
+    print_summary(summary, as_json, factory)
+    exit_if_failed(factory, summary)
 
 
 @click.command()
@@ -201,7 +211,9 @@ def resume(job_id: int, local: bool, wait: bool, as_json: bool, batch_size: int 
     local = local or not get_settings().broker_url
     if not local:
         queue_job(factory, job_id, resume=True)
-    print_summary(finish(factory, job_id, local, wait, batch_size), as_json, factory)
+    summary = finish(factory, job_id, local, wait, batch_size)
+    print_summary(summary, as_json, factory)
+    exit_if_failed(factory, summary)
 
 
 @click.command()

@@ -55,13 +55,27 @@ def sample(examples: Sequence[Example], limit: int | None, seed: int = 0) -> lis
     return [examples[i] for i in chosen]
 
 
-def _batches(examples: Sequence[Example], analyzer, annotations: Annotations,
-             batch_size: int) -> Iterator[Batch]:
-    from pipeline.scans import read_scan
+def _read(examples: Sequence[Example], skipped: list[dict]) -> tuple[list, list]:
+    """Return the readable examples and their first frame's pixels; record the others."""
+    from pipeline.scans import ScanError, read_scan
 
+    kept, pixels = [], []
+    for example in examples:
+        try:
+            pixels.append(read_scan(example.path)[0].pixels)
+        except ScanError as exc:
+            skipped.append({"path": str(example.path), "error": str(exc)})
+            continue
+        kept.append(example)
+    return kept, pixels
+
+
+def _batches(examples: Sequence[Example], analyzer, annotations: Annotations, batch_size: int,
+             skipped: list[dict]) -> Iterator[Batch]:
     for start in range(0, len(examples), batch_size):
-        chunk = list(examples[start:start + batch_size])
-        pixels = [read_scan(e.path)[0].pixels for e in chunk]
+        chunk, pixels = _read(examples[start:start + batch_size], skipped)
+        if not chunk:
+            continue
         masks = [annotations.mask(e.path, (p.shape[1], p.shape[0])) if e.label else None
                  for e, p in zip(chunk, pixels)]
         inputs = np.stack([analyzer.prepare(p) for p in pixels])
@@ -112,7 +126,9 @@ def faithfulness(analyzer, examples: Sequence[Example], limit: int, steps: int =
     tumors = [e for e in examples if e.label][:limit]
     if not tumors:
         return {"n": 0}
-    batch = next(_batches(tumors, analyzer, Annotations(), len(tumors)))
+    batch = next(_batches(tumors, analyzer, Annotations(), len(tumors), []), None)
+    if batch is None:
+        return {"n": 0}
     height, width = batch.inputs.shape[1:3]
     cams = analyzer.analyze(batch.inputs).cams
     saliency = np.stack([upsample(cam, (width, height)) for cam in cams])
@@ -135,7 +151,8 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
 
     Returns:
         A JSON-ready report: ``classification``, ``neurons``, ``localisation`` (per method,
-        with ``centre_baseline``), ``faithfulness`` when asked, ``seconds``.
+        with ``centre_baseline``), ``skipped`` (unreadable scans and why), ``faithfulness``
+        when asked, ``seconds``.
     """
     from pipeline.analysis import Analyzer
 
@@ -143,14 +160,19 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
     annotations = annotations or Annotations()
     analyzers = {method: Analyzer(spec, method) for method in methods}
     tally = Tally(list(methods))
-    for batch in _batches(examples, analyzers[methods[0]], annotations, batch_size):
+    skipped: list[dict] = []
+    for batch in _batches(examples, analyzers[methods[0]], annotations, batch_size, skipped):
         _tally_batch(tally, analyzers, batch)
+    if not tally.labels:
+        raise datasets.DataError("none of the scans could be read: "
+                         + "; ".join(f"{s['path']}: {s['error']}" for s in skipped[:3]))
     report = {
         "model": spec.name,
         "classification": metrics.classification_metrics(tally.labels, tally.tumor_probability),
         "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},
                          "centre_baseline": metrics.summarise(tally.baseline)},
+        "skipped": skipped,
     }
     if faithful:
         report["faithfulness"] = {m: faithfulness(a, examples, faithful)

@@ -93,3 +93,20 @@ def test_no_outlines_means_no_localisation(spec, prepared):
     assert report["classification"]["roc_auc"] is None
     assert report["classification"]["specificity"] == 1.0
     assert np.isfinite(report["seconds"])
+
+
+def test_an_unreadable_scan_is_reported_and_the_rest_measured(spec, tmp_path):
+    data = make_prepared(tmp_path / "data", {"TEST": 3})
+    (data / "TEST" / "yes" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    report = evaluate(spec, datasets.find_split(data, "TEST"))
+    assert report["classification"]["n"] == 6
+    [skipped] = report["skipped"]
+    assert skipped["path"].endswith("broken.png") and skipped["error"]
+
+
+def test_nothing_readable_is_refused_in_words(spec, tmp_path):
+    folder = tmp_path / "yes"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="none of the scans could be read"):
+        evaluate(spec, datasets.find_examples(tmp_path))

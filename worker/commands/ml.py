@@ -86,6 +86,8 @@ def _print_report(report: dict) -> None:
     else:
         console.print("No tumor outlines found: localisation not measured "
                       "(give --annotations, or keep <name>_mask.png beside the scans).")
+    for skipped in report.get("skipped", []):
+        console.print(f"not measured, unreadable: {skipped['path']}: {skipped['error']}")
 
 
 @click.command("evaluate")

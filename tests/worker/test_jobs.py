@@ -233,3 +233,26 @@ def test_cancelled_jobs_take_no_new_batches(session_factory, spec, analyzer, fol
         with pytest.raises(jobs.JobError, match="already finished"):
             session.get(Job, job_id).status = JobStatus.DONE
             jobs.cancel_job(session, job_id)
+
+
+def test_a_multi_frame_dicom_gives_one_result_per_frame(session_factory, spec, analyzer, tmp_path):
+    from tests.builders.scans import make_dicom, synthetic_slice
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "scans"
+    root.mkdir()
+    make_dicom(root / "series.dcm", np.stack([synthetic_slice(rng, (48, 40)) for _ in range(3)]))
+    job_id = new_job(session_factory, root, spec)
+    enumerate_all(session_factory, job_id)
+    first = process_all(session_factory, analyzer, job_id, tmp_path / "out")
+    again = new_job(session_factory, root, spec)
+    enumerate_all(session_factory, again)
+    reused = process_all(session_factory, analyzer, again, tmp_path / "out")
+    assert [o.images for o in first] == [3] and [o.reused for o in reused] == [1]
+    with session_scope(session_factory) as session:
+        for job in (job_id, again):
+            scan = session.scalar(select(Scan).where(Scan.job_id == job))
+            assert scan.frames == 3 and [r.frame for r in scan.results] == [0, 1, 2]
+            assert [r.overlay.rsplit("/", 1)[1] for r in scan.results] == [
+                f"series.dcm.f000{i}.overlay.png" for i in range(3)]
+            assert {(r.width, r.height) for r in scan.results} == {(48, 40)}

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from pipeline.analysis import METHODS, Analyzer, prepare_pixels
@@ -111,6 +112,19 @@ def test_batch_sizes_share_one_trace(models_dir) -> None:
     for count in (4, 1, 7, 4):
         assert analyzer.analyze(random_batch(analyzer, count)).cams.shape[0] == count
     assert analyzer._compiled().experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_memory_stays_flat_over_many_batches(models_dir, method) -> None:
+    """A worker analyses batches for days: after warm-up, 300 more batches must not grow it."""
+    analyzer = Analyzer(load_spec(built(models_dir, "nested_small")), method)
+    batches = [random_batch(analyzer, size) for size in range(1, 17)]
+    for batch in batches * 2:
+        analyzer.analyze(batch)
+    before = psutil.Process().memory_info().rss
+    for i in range(300):
+        analyzer.analyze(batches[i % len(batches)])
+    assert psutil.Process().memory_info().rss - before < 20e6
 
 
 def test_empty_batch_gives_empty_results(models_dir) -> None:

@@ -97,10 +97,11 @@ def mark_duplicates(session: Session, job_id: int, scan_ids: list[int]) -> list[
 
     A copy of a scan that already failed fails too, saying so.
     """
-    first = (select(Scan.sha256, func.min(Scan.id).label("first_id"))
-             .where(Scan.job_id == job_id, Scan.sha256.is_not(None)).group_by(Scan.sha256)
-             .subquery())
     original = aliased(Scan)
+    chunk = select(original.sha256).where(original.id.in_(scan_ids))  # only these contents:
+    first = (select(Scan.sha256, func.min(Scan.id).label("first_id"))  # a walk stays linear
+             .where(Scan.job_id == job_id, Scan.sha256.in_(chunk)).group_by(Scan.sha256)
+             .subquery())
     query = (select(Scan.id, original).join(first, first.c.sha256 == Scan.sha256)
              .join(original, original.id == first.c.first_id)
              .where(Scan.id.in_(scan_ids), Scan.id != first.c.first_id,

@@ -6,7 +6,8 @@ For each model, in alternating rounds (so load from other processes falls on bot
 - scan: the in-process job on the same folder with the same model: walk and hash, decode,
   the fused pass (probabilities + Grad-CAM + neuron vectors), overlay, thumbnail and heatmap
   files, rows in SQLite, one transaction per batch, with decoding and writing overlapped;
-- serial: the same job with ``process_batch`` one batch after another (what the overlap buys).
+- serial: the same job's stages one batch after another, as ``process_batch`` runs them (what
+  the overlap buys), each stage timed: where a scan's time goes.
 
 The model is loaded and traced before timing in every variant. Scans: ~200 Br35H JPEGs from
 ``../shared/data`` when present, else synthetic ones of similar sizes.
@@ -121,19 +122,37 @@ def time_job(folder: Path, spec, analyzer, work: Path, size: int, overlapped: bo
     return elapsed
 
 
+STAGES = ("walk", "load", "decode", "analyse", "write", "commit")
+stage_seconds = dict.fromkeys(STAGES, 0.0)
+
+
 def serial_job(factory, job_id: int, analyzer, out: Path, size: int) -> dict:
-    from worker import jobs
+    """Run the job's stages one after another (``process_batch``'s order), timing each."""
+    from worker import batch, jobs
     from worker.db import session_scope
 
+    clock = time.perf_counter()
     for _ in jobs.enumerate_job(factory, job_id):
         pass
+    stage_seconds["walk"] += time.perf_counter() - clock
     with session_scope(factory) as session:
-        chunks = [c for c in jobs.pending_scan_ids(session, job_id, size)]
+        chunks = list(jobs.pending_scan_ids(session, job_id, size))
     for ids in chunks:
-        jobs.process_batch(factory, analyzer, job_id, ids, out)
+        work = timed("load", batch.load, factory, job_id, ids, out)
+        timed("decode", batch.decode, work, analyzer)
+        timed("analyse", batch.analyse, work, analyzer)
+        timed("write", batch.write, work)
+        timed("commit", batch.commit, factory, work)
     jobs.finalize_job(factory, job_id)
     with session_scope(factory) as session:
         return jobs.job_summary(session, job_id)
+
+
+def timed(stage: str, step, *args):
+    clock = time.perf_counter()
+    result = step(*args)
+    stage_seconds[stage] += time.perf_counter() - clock
+    return result
 
 
 def bench(name: str, folder: Path, tmp: Path, rounds: int, size: int) -> dict[str, float]:
@@ -149,11 +168,14 @@ def bench(name: str, folder: Path, tmp: Path, rounds: int, size: int) -> dict[st
     model.predict(batch[:size], batch_size=size, verbose=0)  # build predict's function
     analyzer.analyze(batch[:size])  # load and trace the fused pass
     times: dict[str, list[float]] = {"predict": [], "scan": [], "serial": []}
+    stage_seconds.update(dict.fromkeys(STAGES, 0.0))
     for r in range(rounds):
         times["predict"].append(time_predict(model, batch, size))
         times["scan"].append(time_job(folder, spec, analyzer, tmp / f"{name}-{r}-o", size, True))
         times["serial"].append(time_job(folder, spec, analyzer, tmp / f"{name}-{r}-s", size, False))
-    return {k: len(batch) / statistics.median(v) for k, v in times.items()}
+    rates = {k: len(batch) / statistics.median(v) for k, v in times.items()}
+    rates["stages"] = {k: 1000 * v / (rounds * len(batch)) for k, v in stage_seconds.items()}
+    return rates
 
 
 def main() -> None:
@@ -174,6 +196,8 @@ def main() -> None:
             print(f"{model:<18} {rates['predict']:>10.1f} {rates['scan']:>8.1f} {rates['serial']:>9.1f} "
                   f"{rates['scan'] / rates['predict']:>12.2f}x {rates['scan'] / rates['serial']:>11.2f}x",
                   flush=True)
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in rates["stages"].items())
+            print(f"{'':<18} serial stages, ms per scan: {stages}", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # deliveries of a scan that never finished (killed, timed out) before it fails
 INTERNAL_ERROR = ("this scan could not be analysed because of an internal error; the worker log "
                   "has the details")
-OUTPUT_KINDS = ("overlay", "thumbnail", "heatmap")
+# The files pipeline.overlay.write_outputs writes beside a stem, by Result column.
+OUTPUT_SUFFIXES = {"overlay": ".overlay.png", "thumbnail": ".thumb.png", "heatmap": ".heatmap.npz"}
 CLOSED = (JobStatus.CANCELLED, JobStatus.DONE, JobStatus.FAILED)
 
 
@@ -104,7 +105,7 @@ def _item(scan: Scan, reuse: tuple[int | None, list[Result]] | None, output_dir:
         item.error = (f"the analysis of this scan was started {scan.attempts} times and never "
                       "finished (the worker was stopped or ran out of time each time)")
     elif reuse and all((output_dir / getattr(r, kind)).is_file()
-                       for r in reuse[1] for kind in OUTPUT_KINDS):
+                       for r in reuse[1] for kind in OUTPUT_SUFFIXES):
         item.multi_frame, item.reuse = reuse[0] is not None, reuse[1]
     return item
 
@@ -209,7 +210,7 @@ def _write_item(item: Item, work: Work) -> None:
 def _row(item: Item, work: Work, image: Image, analysis: dict, outputs) -> dict:
     height, width = image.pixels.shape[:2]
     paths = {kind: Path(getattr(outputs, kind)).relative_to(work.output_dir).as_posix()
-             for kind in OUTPUT_KINDS}
+             for kind in OUTPUT_SUFFIXES}
     return {"scan_id": item.scan_id, "job_id": work.job_id, "frame": image.frame or 0,
             "width": width, "height": height, "predicted_class": analysis["predicted_class"],
             "tumor_probability": analysis["tumor_probability"],
@@ -223,29 +224,21 @@ def _link_reused(item: Item, work: Work) -> None:
     for result in item.reuse:
         stem = output_stem(work, item, result.frame if item.multi_frame else None)
         stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = {kind: _link(work.output_dir / getattr(result, kind), stem).relative_to(
-            work.output_dir).as_posix() for kind in OUTPUT_KINDS}
+        paths = {kind: _link(work.output_dir / getattr(result, kind),
+                             stem.with_name(stem.name + suffix)).relative_to(work.output_dir).as_posix()
+                 for kind, suffix in OUTPUT_SUFFIXES.items()}
         rows.append({**_result_fields(result), "scan_id": item.scan_id, "job_id": work.job_id,
                      **paths})
     item.rows = rows
 
 
-def _link(source: Path, stem: Path) -> Path:
-    target = stem.with_name(stem.name + _output_suffix(source))
+def _link(source: Path, target: Path) -> Path:
     target.unlink(missing_ok=True)
     try:
         os.link(source, target)
     except OSError:  # another file system, or links not allowed: copy instead
         shutil.copyfile(source, target)
     return target
-
-
-def _output_suffix(path: Path) -> str:
-    """Return the part of an output's name after its stem (``.overlay.png``, ``.heatmap.npz``)."""
-    for suffix in (".overlay.png", ".thumb.png", ".heatmap.npz"):
-        if path.name.endswith(suffix):
-            return suffix
-    raise ValueError(f"not a tumorlens output file: {path}")
 
 
 def _result_fields(result: Result) -> dict:

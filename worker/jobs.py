@@ -16,15 +16,20 @@ Functions given a ``session`` never commit it (the caller does); those given a
   inserts nothing twice and hashes only files it has not recorded. A scan whose content (sha256)
   a lower-id scan of the same job has is ``duplicate`` of that one (so which copy is analysed
   does not depend on timing); if that one failed, the copy fails with the same reason. A folder
-  that cannot be read becomes a failed scan saying so. ``label_source`` is ``folder`` when the
-  root has YES/NO folders (``worker.walk``), else ``predicted``.
+  that cannot be read, a link out of the root or a link loop becomes a failed scan saying so
+  (``worker.walk``). ``label_source`` is ``folder`` when the root has YES/NO folders, else
+  ``predicted`` (neuron statistics then use the predicted class as the label).
 - Processing touches only scans still pending, so a redelivered batch does nothing twice. A scan
   whose content was already analysed, done, by an earlier job with the same model (digest) and
   method reuses that job's results: rows copied, output files hard-linked (copied across
   devices), nothing recomputed; reused scans do not enter this job's neuron statistics.
   ``attempts`` counts deliveries; a scan that started ``MAX_ATTEMPTS`` times without finishing
   fails. ``worker.batch`` holds the stages of one batch.
+  A model that cannot be analysed at all (``pipeline.models.ModelError``) fails the job with
+  that reason and leaves its scans pending.
 - Finalising merges the batches' neuron partials once, with a conditional UPDATE.
+- Cancelling stops new batches; pending scans stay pending. ``reopen_job`` makes a cancelled or
+  failed job resumable: the walk runs again, adding only new files.
 """
 
 from __future__ import annotations

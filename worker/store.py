@@ -34,12 +34,13 @@ def get_job(session: Session, job_id: int) -> Job:
 def model_for_spec(session: Session, spec: ModelSpec) -> Model:
     """Return the Model row for ``spec`` (by digest), recording it on first use."""
     digest = spec.digest()
-    model = session.scalar(select(Model).where(Model.digest == digest))
-    if model is None:
-        model = Model(digest=digest, name=spec.name, spec_path=str(spec.folder / "model.json"),
-                      spec=spec.to_json(), card=_model_card(spec))
-        session.add(model)
-        session.flush()
+    query = select(Model).where(Model.digest == digest)
+    model = session.scalar(query)
+    if model is None:  # two jobs may start with a new model at once: the key decides
+        insert_ignoring_conflicts(session, Model, [{
+            "digest": digest, "name": spec.name, "spec_path": str(spec.folder / "model.json"),
+            "spec": spec.to_json(), "card": _model_card(spec), "created_at": utcnow()}])
+        model = session.scalar(query)
     return model
 
 

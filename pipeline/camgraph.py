@@ -22,6 +22,7 @@ PASSTHROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers
                keras.layers.GaussianDropout, keras.layers.AlphaDropout, keras.layers.Flatten,
                keras.layers.ActivityRegularization)  # identities at inference
 EPSILON = 1e-7
+HEAD_SHOWN = 8  # a longer path from the target to the output is shortened in messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +38,10 @@ class CamGraph:
     def require_class_kernel(self) -> np.ndarray:
         """Return the GAP -> Dense class weights, or explain why the head has none."""
         if self.class_kernel is None:
-            found = " -> ".join((self.target, *self.head))
+            path = (self.target, *self.head)
+            if len(path) > HEAD_SHOWN:
+                path = (*path[:3], f"({len(path) - 6} more layers)", *path[-3:])
+            found = " -> ".join(path)
             raise ModelError("cam needs the target layer followed by GlobalAveragePooling2D -> "
                              f"(Dropout) -> Dense; this model has {found}. Use gradcam, which "
                              "equals cam on such heads and works on any head")

@@ -63,6 +63,26 @@ def test_every_method_on_flat_and_nested_models(models_dir, kind, method) -> Non
     check_result(analyzer.analyze(random_batch(analyzer, 3)), 3, analyzer, channels=8)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gradcam", "cam"])
+def test_xception_nested_as_one_layer(models_dir, method) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "nested_xception", input_size=(71, 71))), method)
+    check_result(analyzer.analyze(random_batch(analyzer, 2)), 2, analyzer, channels=2048)
+    assert analyzer.graph.target == "xception/block14_sepconv2_act"
+
+
+@pytest.mark.slow
+def test_inception_nested_as_one_layer(models_dir) -> None:
+    """At 75 px InceptionV3's last block is 1 x 1, so the last map with positions lies in a branch."""
+    spec = load_spec(built(models_dir, "nested_inception", input_size=(75, 75)))
+    analyzer = Analyzer(spec, "gradcam")
+    check_result(analyzer.analyze(random_batch(analyzer, 2)), 2, analyzer, channels=192)
+    assert analyzer.graph.target == "inception_v3/activation_74"
+    with pytest.raises(ModelError, match=r"this model has inception_v3/activation_74 -> \w+ -> \w+ -> "
+                                         r"\(\d+ more layers\) -> global_average_pooling2d\w* -> "):
+        Analyzer(spec, "cam").analyze(random_batch(analyzer, 1))
+
+
 @pytest.mark.parametrize("method", ["gradcam", "scorecam"])
 def test_four_classes_grayscale_non_square_input(models_dir, method) -> None:
     json_path = built(models_dir, "nested_small", classes=4, color_mode="grayscale", input_size=(40, 32))

@@ -133,6 +133,10 @@ def build_cam_graph(model: keras.Model, spec: ModelSpec) -> CamGraph:
 def _check_activation(final: keras.layers.Layer, spec: ModelSpec) -> None:
     found = final_activation(final)
     expected = {"probabilities": "softmax", "sigmoid": "sigmoid", "logits": None}[spec.output]
+    if expected and isinstance(final, keras.layers.Dense) and found is None:
+        raise ModelError(f'model.json says "output": "{spec.output}" but the model\'s last layer '
+                         f'"{final.name}" is a Dense layer without {expected}: its outputs are '
+                         'logits; set "output" to "logits"')
     if found is not None and found != expected:
         raise ModelError(f'model.json says "output": "{spec.output}" but the model\'s last layer '
                          f'"{final.name}" applies {found}; set "output" to '

@@ -95,6 +95,9 @@ def find_target(model: keras.Model, target_layer: str | None) -> tuple[str, kera
             "TensorFlow SavedModel folder as a whole. Convert it once: load it with the TensorFlow/"
             "Keras version that saved it, call model.save('model.keras'), and point \"file\" in "
             "model.json at model.keras")
+    if not is_graph_model(model):
+        raise ModelError(f"{model.name} is a subclassed Keras model: its layers cannot be re-run to "
+                         "reach a feature map. Rebuild it as a Sequential or functional model")
     candidates = spatial_candidates(model)
     if target_layer is None:
         if not candidates:

@@ -143,7 +143,9 @@ def test_candidates_descend_into_nested_models(models_dir) -> None:
     ("kind", "model_output", "spec_output", "message"),
     [("functional", "probabilities", "logits", 'says "output": "logits" but .* applies softmax'),
      ("separate_softmax", "probabilities", "sigmoid", 'says "output": "sigmoid" but .* applies softmax'),
-     ("functional", "logits", "sigmoid", r"output has shape \(None, 2\) but .* needs \(batch, 1\)")],
+     ("functional", "logits", "sigmoid", '"score" is a Dense layer without sigmoid'),
+     ("sequential", "logits", "probabilities", '"score" is a Dense layer without softmax: its outputs are '
+                                               'logits; set "output" to "logits"')],
 )
 def test_spec_output_must_match_the_model(models_dir, kind, model_output, spec_output, message) -> None:
     spec = load_spec(built(models_dir, kind, model_output))
@@ -179,6 +181,23 @@ def test_model_without_spatial_layer_is_explained(tmp_path: Path) -> None:
                                 tmp_path))
     with pytest.raises(ModelError, match="no layer with a 4-D"):
         build_cam_graph(load_model(spec), spec)
+
+
+class Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool = keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.dense(self.pool(self.conv(inputs)))
+
+
+def test_subclassed_model_is_explained() -> None:
+    model = Subclassed()
+    model(np.zeros((1, 8, 8, 1), np.float32))
+    with pytest.raises(ModelError, match="subclassed Keras model: .* as a Sequential or functional model"):
+        find_target(model, None)
 
 
 @pytest.mark.slow

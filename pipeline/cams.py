@@ -114,9 +114,9 @@ class ClassActivationMap(CamMethod):
 class ScoreCam(CamMethod):
     """Score-CAM (Wang et al. 2020): each channel weighted by the class score of the input it masks.
 
-    Channel k's map, upsampled and scaled to [0, 1], masks the input; the chosen class's
-    score on the masked input, softmaxed over channels, is the weight (the paper's Algorithm 1,
-    as pytorch-grad-cam does it). Masks run ``channels_per_pass`` channels of every image at once.
+    Channel k's map, upsampled and min-max scaled to [0, 1], masks the input; the chosen class's
+    pre-softmax score on the masked input, softmaxed over the channels, is the weight (as
+    pytorch-grad-cam computes it). Each pass runs ``channels_per_pass`` masks of every image at once.
     """
 
     name = "scorecam"

@@ -36,7 +36,7 @@ OUTPUT_SUFFIXES = {"overlay": ".overlay.png", "thumbnail": ".thumb.png", "heatma
 CLOSED = (JobStatus.CANCELLED, JobStatus.DONE, JobStatus.FAILED)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # compared and hashed by identity: one object per scan
 class Item:
     """One scan of the batch as it moves through the stages."""
 

@@ -256,3 +256,16 @@ def test_a_multi_frame_dicom_gives_one_result_per_frame(session_factory, spec, a
             assert [r.overlay.rsplit("/", 1)[1] for r in scan.results] == [
                 f"series.dcm.f000{i}.overlay.png" for i in range(3)]
             assert {(r.width, r.height) for r in scan.results} == {(48, 40)}
+
+
+def test_an_unexpected_error_in_one_scan_fails_only_that_scan(analyzer, caplog):
+    from worker import batch
+
+    good, bad = batch.Item(1, "good.png", None), batch.Item(2, "odd.png", None)
+    good.inputs = [np.zeros(analyzer.input_shape, np.float32)]
+    bad.inputs = [np.zeros((5, 5, 1), np.float32)]  # cannot join the batch: the pass raises
+    work = batch.Work(1, Path("/"), "gradcam", "predicted", ("tumor",), Path("/out"), [good, bad])
+    batch.analyse(work, analyzer)
+    assert good.error is None and len(good.analyses) == 1
+    assert bad.error == batch.INTERNAL_ERROR and "internal error" in bad.error
+    assert any(r.exc_info for r in caplog.records if "odd.png" in r.getMessage())

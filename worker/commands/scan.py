@@ -114,9 +114,13 @@ def queue_job(factory, job_id: int, resume: bool = False) -> None:
         raise click.ClickException("queued jobs need worker.queue, which this installation lacks; "
                                    "run the scan with --local") from exc
     try:
-        queue.resume_job(job_id, factory) if resume else queue.enqueue_job(job_id)
+        if resume:
+            queue.resume_job(job_id, factory)
+        else:
+            queue.enqueue_job(job_id)
     except queue.QueueError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(f"{exc}. Job {job_id} is recorded: `tumorlens resume {job_id}` "
+                                   "queues it once the broker is up") from exc
 
 
 def print_summary(summary: dict, as_json: bool, factory=None) -> None:
@@ -171,7 +175,8 @@ def finish(factory, job_id: int, local: bool, wait: bool, batch_size: int | None
 @click.option("--local", is_flag=True, help="Run in this process (implied without a broker).")
 @click.option("--wait", is_flag=True, help="With a broker: follow the job until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), help="Scans per batch.")
+@click.option("--batch-size", type=click.IntRange(1, 4096),
+              help="Scans per batch of an in-process run (default: TUMORLENS_BATCH_SIZE).")
 def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool, as_json: bool,
          batch_size: int | None) -> None:
     """Analyse every scan under FOLDER."""
@@ -199,7 +204,8 @@ def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool,
 @click.option("--local", is_flag=True, help="Finish it in this process (implied without a broker).")
 @click.option("--wait", is_flag=True, help="With a broker: follow the job until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), help="Scans per batch.")
+@click.option("--batch-size", type=click.IntRange(1, 4096),
+              help="Scans per batch of an in-process run (default: TUMORLENS_BATCH_SIZE).")
 def resume(job_id: int, local: bool, wait: bool, as_json: bool, batch_size: int | None) -> None:
     """Finish an interrupted, cancelled or failed job: only what is not done is analysed."""
     factory = open_store()

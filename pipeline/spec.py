@@ -177,7 +177,8 @@ _FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "class_names": (_is_names, "a list of non-empty strings"),
     "positive_classes": (_is_names, "a list of non-empty strings"),
     "output": _one_of(OUTPUTS),
-    "target_layer": (lambda value: value is None or _is_text(value), 'null or a layer path like "xception/block14_sepconv2_act"'),
+    "target_layer": (lambda value: value is None or _is_text(value),
+                     'null or a layer path like "xception/block14_sepconv2_act"'),
 }
 
 
@@ -196,7 +197,8 @@ def _check_classes(fields: dict[str, Any], source: str) -> None:
         raise SpecError(f'{source}: "class_names" must hold exactly 2 names for output sigmoid '
                         f"(got {len(names)})")
     if len(names) < 2 or len(set(names)) != len(names):
-        raise SpecError(f'{source}: "class_names" must hold at least 2 distinct names (got {json.dumps(names)})')
+        raise SpecError(f'{source}: "class_names" must hold at least 2 distinct names '
+                        f"(got {json.dumps(names)})")
     strangers = [name for name in positives if name not in names]
     if not positives or strangers or len(set(positives)) != len(positives):
         raise SpecError(f'{source}: "positive_classes" must be a non-empty list of distinct names from '
@@ -210,7 +212,8 @@ def _resolve_model(folder: Path, file: str, source: str) -> Path:
             raise SpecError(f'{source}: "file" {file} is a folder but not a SavedModel (no saved_model.pb)')
         return path
     if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise SpecError(f'{source}: "file" must be a .keras or .h5 file or a SavedModel folder (got "{file}")')
+        raise SpecError(f'{source}: "file" must be a .keras or .h5 file or a SavedModel folder '
+                        f'(got "{file}")')
     if not path.is_file():
         raise SpecError(f'{source}: "file" {file} does not exist in {folder}')
     return path

@@ -125,6 +125,7 @@ class Annotations:
         """
         self.via: dict[str, list[dict]] = {}
         self.folder: Path | None = None
+        self.source = str(source)  # names the outlines in cache keys and reports
         if source is not None:
             source = Path(source)
             if source.is_file():

@@ -172,6 +172,24 @@ def _cache_key(examples: Sequence[Example], size: tuple[int, int], color_mode: s
     return digest.hexdigest()[:20]
 
 
+def _cached(cache_dir: str | Path | None, name: str, build) -> np.ndarray:
+    """Return ``build()``, kept as ``cache_dir/name.npy`` and read from there when present."""
+    if cache_dir is None:
+        return build()
+    path = Path(cache_dir) / f"{name}.npy"
+    if path.is_file():
+        return np.load(path)
+    array = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array)
+    return array
+
+
+def _decode_all(examples: Sequence[Example], decode, workers: int) -> np.ndarray:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.stack(list(pool.map(decode, examples)))
+
+
 def load_arrays(examples: Sequence[Example], size: tuple[int, int], color_mode: str = "rgb",
                 cache_dir: str | Path | None = None, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Decode every example once into one uint8 array, reusing an on-disk cache when present.
@@ -187,14 +205,29 @@ def load_arrays(examples: Sequence[Example], size: tuple[int, int], color_mode: 
         ``(images, labels)``: uint8 (N, h, w, c) and int32 (N,).
     """
     labels = np.array([e.label for e in examples], dtype=np.int32)
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"images-{_cache_key(examples, size, color_mode)}.npy"
-        if cache.is_file():
-            return np.load(cache), labels
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = np.stack(list(pool.map(lambda e: load_image(e.path, size, color_mode), examples)))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, images)
+    images = _cached(cache_dir, f"images-{_cache_key(examples, size, color_mode)}",
+                     lambda: _decode_all(examples, lambda e: load_image(e.path, size, color_mode),
+                                         workers))
     return images, labels
+
+
+def mask_at_input_size(example: Example, size: tuple[int, int], annotations) -> np.ndarray:
+    """Return an example's tumor outline resized (bilinear) to ``size`` as uint8 (h, w, 1).
+
+    No-tumor scans and tumor scans without a known outline give an all-zero mask.
+    """
+    if not example.label or not annotations.has(example.path):
+        return np.zeros((size[1], size[0], 1), dtype=np.uint8)
+    with Image.open(example.path) as image:
+        original = image.size
+    mask = Image.fromarray(annotations.mask(example.path, original).astype(np.uint8) * 255)
+    return np.asarray(mask.resize(size, Image.Resampling.BILINEAR))[..., None]
+
+
+def load_masks(examples: Sequence[Example], size: tuple[int, int], annotations,
+               cache_dir: str | Path | None = None, workers: int = 2) -> np.ndarray:
+    """Return every example's outline at the input size (see ``mask_at_input_size``), cached."""
+    key = _cache_key(examples, size, f"mask|{annotations.source}")
+    return _cached(cache_dir, f"masks-{key}",
+                   lambda: _decode_all(examples, lambda e: mask_at_input_size(e, size, annotations),
+                                       workers))

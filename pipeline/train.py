@@ -37,6 +37,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     patience: int = 8
     width: int = 24
+    mask_weight: float = 0.0  # > 0 guides the CAM with tumor outlines (pipeline.guidance)
     extra_domains: Sequence[str] = field(default_factory=list)
     name: str | None = None
 
@@ -50,20 +51,27 @@ class SplitData:
     val_x: np.ndarray
     val_y: np.ndarray
     counts: dict
+    train_m: np.ndarray | None = None  # outlines at input size, when guiding the CAM
+    val_m: np.ndarray | None = None
 
 
 def load_splits(folders: Sequence[str | Path], size: tuple[int, int], color_mode: str,
-                cache_dir: Path) -> SplitData:
-    """Decode TRAIN and VALIDATION of every folder once and concatenate them."""
+                cache_dir: Path, annotations=None) -> SplitData:
+    """Decode TRAIN and VALIDATION of every folder once (and their outlines) and concatenate."""
     parts = {"TRAIN": [], "VALIDATION": []}
     counts = {}
     for folder in folders:
         for split, bucket in parts.items():
             examples = datasets.find_split(folder, split)
-            bucket.append(datasets.load_arrays(examples, size, color_mode, cache_dir))
-            counts.setdefault(str(folder), {})[split] = _class_counts(bucket[-1][1])
-    (tx, ty), (vx, vy) = ([np.concatenate(a) for a in zip(*parts[s])] for s in parts)
-    return SplitData(tx, ty, vx, vy, counts)
+            images, labels = datasets.load_arrays(examples, size, color_mode, cache_dir)
+            masks = (datasets.load_masks(examples, size, annotations, cache_dir)
+                     if annotations is not None else np.zeros(len(labels), np.uint8))
+            bucket.append((images, labels, masks))
+            counts.setdefault(str(folder), {})[split] = _class_counts(labels)
+    (tx, ty, tm), (vx, vy, vm) = ([np.concatenate(a) for a in zip(*parts[s])] for s in parts)
+    if annotations is None:
+        tm = vm = None
+    return SplitData(tx, ty, vx, vy, counts, tm, vm)
 
 
 def _class_counts(labels: np.ndarray) -> dict[str, int]:
@@ -93,6 +101,32 @@ def make_datasets(data: SplitData, config: TrainConfig, preprocessing: str):
     val = (tf.data.Dataset.from_tensor_slices((data.val_x, data.val_y)).batch(config.batch_size)
            .map(lambda x, y: (prep(tf.cast(x, tf.float32)), y)).cache().prefetch(2))
     return train, val
+
+
+def _trainee(model, data: SplitData, config: TrainConfig) -> tuple:
+    """Return (model to fit, train, validation, fit options): plain, or CAM-guided by outlines.
+
+    The guided model has two outputs, which Keras's ``class_weight`` does not serve; it is left
+    out there (prepared splits are stratified, so the classes are near balance anyway).
+    """
+    import keras
+
+    from pipeline import guidance
+
+    preprocessing = architectures.preprocessing_for(config.arch)
+    if not config.mask_weight:
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        train, val = make_datasets(data, config, preprocessing)
+        return model, train, val, {"class_weight": class_weights(data.train_y)}
+    trainee = guidance.guided_model(model)
+    guidance.compile_guided(trainee, config.learning_rate, config.mask_weight)
+    train, val = guidance.guided_datasets(
+        data.train_x, data.train_m, data.train_y, data.val_x, data.val_m, data.val_y,
+        augment=config.augment, seed=config.seed, batch_size=config.batch_size,
+        preprocess=PREPROCESS[preprocessing],
+        map_size=tuple(model.get_layer("gap").input.shape[1:3]))
+    return trainee, train, val, {}
 
 
 def read_history(path: Path) -> list[dict]:
@@ -128,7 +162,8 @@ def _start_fresh(out: Path) -> None:
 
 
 def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
-        cache_dir: str | Path | None = None, extra_callbacks: Sequence = ()) -> tuple:
+        cache_dir: str | Path | None = None, extra_callbacks: Sequence = (),
+        annotations=None) -> tuple:
     """Train a classifier and save it as ``out/model.keras`` (best VALIDATION loss).
 
     Args:
@@ -138,12 +173,15 @@ def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool
         resume: continue from the last epoch checkpoint in ``out`` instead of starting over.
         cache_dir: where decoded arrays are cached; ``out/cache`` when None.
         extra_callbacks: more Keras callbacks (e.g. to stop early).
+        annotations: an ``Annotations`` for the outlines that guide the CAM (``mask_weight``).
 
     Returns:
         ``(model, history, counts)``: the trained Keras model, the per-epoch history of every run
         into ``out`` and the class counts per folder and split.
     """
     import keras
+
+    from pipeline.annotations import Annotations
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,17 +191,16 @@ def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool
     size = (config.input_size, config.input_size)
     color_mode = architectures.color_mode_for(config.arch)
     folders = [Path(data_dir), *map(Path, config.extra_domains)]
-    data = load_splits(folders, size, color_mode, Path(cache_dir or out / "cache"))
+    data = load_splits(folders, size, color_mode, Path(cache_dir or out / "cache"),
+                       (annotations or Annotations()) if config.mask_weight else None)
     kwargs = {"width": config.width, "channels": 1} if config.arch == "lens" else {}
     model = architectures.build_model(config.arch, size, config.weights, **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train, val = make_datasets(data, config, architectures.preprocessing_for(config.arch))
+    trainee, train, val, options = _trainee(model, data, config)
     callbacks = [*_callbacks(out, config, read_history(out / "history.csv")), *extra_callbacks]
-    model.fit(train, validation_data=val, epochs=config.epochs, verbose=2, shuffle=False,
-              class_weight=class_weights(data.train_y), callbacks=callbacks)
+    trainee.fit(train, validation_data=val, epochs=config.epochs, verbose=2, shuffle=False,
+                callbacks=callbacks, **options)
     if (out / "best.weights.h5").is_file():
-        model.load_weights(out / "best.weights.h5")
+        trainee.load_weights(out / "best.weights.h5")
     model.save(out / "model.keras")
     return model, read_history(out / "history.csv"), data.counts
 
@@ -215,7 +252,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bo
     Returns:
         The model card.
     """
-    _, history, counts = fit(data_dir, out, config, resume, cache_dir, extra_callbacks)
+    _, history, counts = fit(data_dir, out, config, resume, cache_dir, extra_callbacks, annotations)
     return describe(data_dir, out, config, history, counts, annotations, select_method)
 
 

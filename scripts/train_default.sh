@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce models/default: split both data sets, train lens on Br35H TRAIN plus the LGG training
-# patients, choose the CAM method on VALIDATION, measure TEST of both domains once, install it.
+# patients (the CAM guided by their outlines), choose the CAM method on VALIDATION, measure TEST of
+# both domains once, install it.
 #   scripts/train_default.sh [OUT]      (OUT defaults to .tumorlens/runs/default)
 # Data is read from $TUMORLENS_DATA (default ../shared/data); splits and caches stay under .tumorlens/.
 set -euo pipefail
@@ -17,7 +18,7 @@ nice -n 10 $BIN/tumorlens train "$WORK/br35h-split" --out "$OUT" \
   --extra-domain "$WORK/lgg-split" \
   --annotations "$DATA/br35h/tumor_outlines_via.json" \
   --arch lens --weights none --input-size 160 --width 24 \
-  --augment flip,rotation,zoom,contrast,gamma,noise,blur \
+  --augment flip,rotation,zoom,contrast,gamma,noise,blur --mask-weight 0.5 \
   --epochs 30 --patience 6 --batch-size 32 --seed 0 \
   --cache .tumorlens/cache --name br35h-lgg-lens-v1
 

@@ -145,6 +145,8 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=8, show_default=True,
               help="Epochs without a better VALIDATION loss before stopping.")
+@click.option("--mask-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of the loss that teaches the CAM the tumor outlines (0 = off).")
 @click.option("--extra-domain", "extra_domains", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Another prepared folder whose TRAIN/VALIDATION join training (repeatable).")
@@ -158,7 +160,7 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
               help="Choose the CAM method that localises best on VALIDATION.")
 def train_command(data: Path, out: Path, arch: str, weights: str, input_size: int, epochs: int,
                   batch_size: int, seed: int, augment: str, width: int, learning_rate: float,
-                  patience: int, extra_domains: tuple[Path, ...], annotations: Path | None,
+                  patience: int, mask_weight: float, extra_domains: tuple[Path, ...], annotations: Path | None,
                   cache: Path | None, name: str | None, resume: bool, select_method: bool) -> None:
     """Train a tumor / no-tumor classifier on DATA's TRAIN split (prepared by prepare-data).
 
@@ -171,7 +173,7 @@ def train_command(data: Path, out: Path, arch: str, weights: str, input_size: in
                          input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed,
                          augment=[a.strip() for a in augment.split(",") if a.strip()],
                          learning_rate=learning_rate, patience=patience, width=width,
-                         extra_domains=[str(p) for p in extra_domains], name=name)
+                         mask_weight=mask_weight, extra_domains=[str(p) for p in extra_domains], name=name)
     try:
         card = train(data, out, config, resume=resume, annotations=_annotations(annotations),
                      cache_dir=cache, select_method=select_method)

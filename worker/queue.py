@@ -46,11 +46,17 @@ def _producer(app: Celery) -> Iterator:
                          "(or `tumorlens up`), or run the scan with --local") from exc
 
 
+def _publish(app: Celery, producer, task: str, args: list, kwargs: dict | None = None) -> None:
+    # Progress is read from the store: no result is awaited, so none is subscribed to, and a walk
+    # sending thousands of batches does not keep a handle on each (Celery's parent "trail").
+    app.send_task(task, args=args, kwargs=kwargs, producer=producer, ignore_result=True,
+                  add_to_parent=False)
+
+
 def _send(app: Celery | None, task: str, args: list, kwargs: dict | None = None) -> None:
     app = _app(app)
     with _producer(app) as producer:
-        # Progress is read from the store: no result is awaited, so none is subscribed to.
-        app.send_task(task, args=args, kwargs=kwargs, producer=producer, ignore_result=True)
+        _publish(app, producer, task, args, kwargs)
 
 
 def enqueue_job(job_id: int, app: Celery | None = None, continued: bool = False) -> None:
@@ -75,7 +81,7 @@ def enqueue_batches(job_id: int, scan_ids: Iterable[int], batch_size: int | None
     sent = 0
     with _producer(app) as producer:
         for batch in batches(list(scan_ids), size):
-            app.send_task(PROCESS_TASK, args=[job_id, batch], producer=producer, ignore_result=True)
+            _publish(app, producer, PROCESS_TASK, [job_id, batch])
             sent += 1
     return sent
 

@@ -183,6 +183,24 @@ def test_resume_after_the_broker_lost_its_queue(cluster, scan_folder):
     assert_complete(cluster, job_id, summary)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a store-neutral path
+def test_cancel_skips_queued_batches_and_resume_finishes(cluster, scan_folder):
+    walker = start_worker(cluster.group, cluster.env, "walker", 1, "--queues=tumorlens.enumerate")
+    cluster.workers.append(walker)
+    job_id = cluster.scan(scan_folder)
+    batches = -(-N_SCANS // BATCH_SIZE)
+    wait_for(lambda: cluster.redis.client().llen("tumorlens") == batches, "the walk to queue")
+    run_cli(cluster.env, "cancel", str(job_id))
+    worker = cluster.start_workers(1)[-1]
+    wait_for(lambda: log_text(worker).count("'skipped': 'job closed'") == batches,
+             "every queued batch to be skipped")
+    assert cluster.summary(job_id)["status"] == "cancelled"
+    assert cluster.results_per_scan(job_id) == {}
+    summary = json.loads(run_cli(cluster.env, "resume", str(job_id), "--wait", "--json",
+                                 timeout=JOB_TIMEOUT).stdout)
+    assert_complete(cluster, job_id, summary)
+
+
 def test_a_scan_that_kills_its_worker_fails_and_the_rest_complete(cluster, tmp_path):
     folder = tmp_path / "scans"
     write_good_scans(folder, 3 * BATCH_SIZE, size=SCAN_SIZE, seed=3)

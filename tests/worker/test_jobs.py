@@ -216,6 +216,10 @@ def test_a_new_job_reuses_done_results_of_the_same_model_and_method(session_fact
             assert result.created_at == old[path].created_at  # copied, not recomputed
             assert result.overlay.startswith(f"jobs/{second}/")
             assert (out / result.overlay).read_bytes() == (out / old[path].overlay).read_bytes()
+    assert jobs.finalize_job(session_factory, second)
+    with session_scope(session_factory) as session:
+        stats = session.scalar(select(NeuronStats).where(NeuronStats.job_id == second))
+        assert (stats.n_scans, stats.summary["reused_scans"]) == (0, 6)
     third = new_job(session_factory, folder, spec, method="gradcampp")
     enumerate_all(session_factory, third)
     assert sum(o.analysed for o in process_all(session_factory, analyzer, third, out)) == 6

@@ -166,6 +166,9 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
                   cmap: str = "turbo") -> Outputs:
     """Write ``<stem>.overlay.png``, ``<stem>.thumb.png`` and ``<stem>.heatmap.npz`` for one scan.
 
+    The npz holds ``cam`` (the raw map at the model's input size) and ``size`` (the scan's width
+    and height); ``load_heatmap`` gives it back at the scan's size.
+
     Args:
         stem: output path without suffix; parent folders are created.
         pixels: (H, W[, C]) uint8 scan at its original size.
@@ -185,5 +188,23 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
                     stem.with_name(f"{stem.name}.heatmap.npz"), peak(heat))
     _replace(paths.overlay, png_bytes(Image.fromarray(overlay)))
     _replace(paths.thumbnail, png_bytes(thumbnail(overlay)))
-    _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, heatmap=heat.astype(np.float16), cam=cam))
+    _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array([width, height], np.int32)))
     return paths
+
+
+def load_heatmap(path: str | Path) -> np.ndarray:
+    """Return a stored heatmap at its scan's original size, as ``write_outputs`` drew it.
+
+    The file keeps the raw map at the model's resolution and the scan's size, not the upsampled map:
+    compressing a full-size float map cost more than the model's whole forward pass on a small CNN
+    (benchmarks/bench_overlay.py), and upsampling is exact and cheap to repeat.
+
+    Args:
+        path: a ``.heatmap.npz`` written by ``write_outputs``.
+
+    Returns:
+        (height, width) float32 map in [0, 1].
+    """
+    with np.load(path, allow_pickle=False) as arrays:
+        cam, (width, height) = arrays["cam"], arrays["size"].tolist()
+    return upsample(cam, (width, height))

@@ -64,14 +64,12 @@ def heatmap_png(npz: Path, size: tuple[int, int], transparent: bool = False) -> 
     ``transparent`` makes cold pixels see-through (alpha follows the heat), for blending the map
     over the scan in the browser the way the stored overlay does.
     """
-    from pipeline.overlay import colormap_lut, upsample
+    from pipeline.overlay import colormap_lut, load_heatmap, upsample
 
     try:
-        with np.load(npz, allow_pickle=False) as arrays:
-            heat = arrays["heatmap"] if "heatmap" in arrays.files else arrays["cam"]
+        heat = load_heatmap(npz)
     except (OSError, ValueError, KeyError) as exc:
         raise ImageMissing(f"The stored heatmap cannot be read ({exc}).") from exc
-    heat = np.asarray(heat, dtype=np.float32)
     if heat.shape != (size[1], size[0]):
         heat = upsample(heat, size)
     level = np.rint(np.clip(np.nan_to_num(heat), 0.0, 1.0) * 255).astype(np.uint8)

@@ -8,6 +8,7 @@ decoder that kills its process).
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.builders.processes import (ProcessGroup, RedisServer, log_text, pool_
                                       run_cli, start_worker, tumorlens_env, wait_for, write_poison)
 from tests.builders.scans import write_good_scans
 from worker.db import make_session_factory, session_scope
-from worker.models import Result, Scan, ScanStatus
+from worker.models import Job, Result, Scan, ScanStatus
 from worker.store import job_summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("worker-processes")]
@@ -199,6 +200,24 @@ def test_cancel_skips_queued_batches_and_resume_finishes(cluster, scan_folder):
     summary = json.loads(run_cli(cluster.env, "resume", str(job_id), "--wait", "--json",
                                  timeout=JOB_TIMEOUT).stdout)
     assert_complete(cluster, job_id, summary)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_job_whose_model_changed_fails_saying_why(cluster, scan_folder, model_json, tmp_path):
+    model = Path(shutil.copytree(model_json.parent, tmp_path / "model")) / model_json.name
+    walker = start_worker(cluster.group, cluster.env, "walker", 1, "--queues=tumorlens.enumerate")
+    cluster.workers.append(walker)
+    job_id = json.loads(run_cli(cluster.env, "scan", str(scan_folder), "--model", str(model),
+                                "--json").stdout)["job"]
+    wait_for(lambda: cluster.summary(job_id)["status"] == "running", "the walk")
+    weights = model.parent / json.loads(model.read_text())["file"]
+    weights.write_bytes(weights.read_bytes() + b"changed")
+    cluster.start_workers(1)
+    summary = cluster.wait(job_id)
+    assert (summary["status"], summary["done"]) == ("failed", 0)
+    with session_scope(cluster.factory) as session:
+        error = session.get(Job, job_id).error
+    assert "the job's model cannot be used" in error and "has changed since" in error
 
 
 def test_a_scan_that_kills_its_worker_fails_and_the_rest_complete(cluster, tmp_path):

@@ -176,9 +176,10 @@ def test_resume_after_the_broker_lost_its_queue(cluster, scan_folder):
     job_id = cluster.scan(scan_folder)
     wait_for(lambda: cluster.summary(job_id)["done"] >= 2 * BATCH_SIZE, "some batches done")
     cluster.redis.restart_empty()
-    assert cluster.redis.client().dbsize() == 0
+    time.sleep(3)  # the worker reconnects and finds at most the batch it had in hand
+    assert cluster.redis.client().llen("tumorlens") <= 1
     stalled = cluster.summary(job_id)
-    assert stalled["status"] == "running" and stalled["done"] < N_SCANS
+    assert stalled["status"] == "running" and stalled["done"] < N_SCANS - 2 * BATCH_SIZE
     summary = json.loads(run_cli(cluster.env, "resume", str(job_id), "--wait", "--json",
                                  timeout=JOB_TIMEOUT).stdout)
     assert_complete(cluster, job_id, summary)

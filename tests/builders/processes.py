@@ -177,10 +177,11 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess
 
 
 def start_worker(group: ProcessGroup, env: dict[str, str], name: str = "worker",
-                 concurrency: int = 1, timeout: float = 60) -> subprocess.Popen:
-    """Start ``tumorlens worker`` and wait until it takes tasks."""
+                 concurrency: int = 1, *options: str, timeout: float = 60) -> subprocess.Popen:
+    """Start ``tumorlens worker`` (with more ``options``) and wait until it takes tasks."""
     proc = group.start(name, tumorlens_argv("worker", "--concurrency", str(concurrency),
-                                            "--hostname", f"{name}-{time.time_ns()}@%h"), env)
+                                            "--hostname", f"{name}-{time.time_ns()}@%h",
+                                            *options), env)
     wait_for(lambda: READY_LINE in log_text(proc) or proc.poll() is not None,
              f"{name} to be ready", timeout=timeout)
     assert proc.poll() is None, f"{name} exited:\n{log_text(proc)}"

@@ -22,17 +22,12 @@ from typing import TypeVar
 
 import psutil
 
+from worker.commands.services import free_port, signal_group, stop_group
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POISON_MAGIC = b"TUMORLENS-TEST-KILLS-THE-DECODER"
 READY_LINE = " ready."  # Celery logs "<node> ready." once it consumes
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    from worker.commands.services import free_port as services_free_port
-
-    return services_free_port()
 
 
 def wait_for(check: Callable[[], T], what: str, timeout: float = 60, every: float = 0.1) -> T:
@@ -43,26 +38,6 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 60, every: floa
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
     return value
-
-
-def signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Send ``sig`` to the process group led by ``proc`` (it started a session of its own)."""
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM ``proc``'s group, wait up to ``timeout``, then SIGKILL whatever is left."""
-    if proc.poll() is None:
-        signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    signal_group(proc, signal.SIGKILL)
-    proc.wait()
 
 
 class ProcessGroup:
@@ -86,7 +61,7 @@ class ProcessGroup:
     def close(self) -> None:
         """Stop every process, newest first."""
         for proc in reversed(self.procs):
-            stop_group(proc)
+            stop_group(proc, timeout=20)
 
 
 def log_text(proc: subprocess.Popen) -> str:

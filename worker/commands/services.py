@@ -203,22 +203,32 @@ class Supervisor:
         for name, proc in reversed(self.children):
             if proc.poll() is None:
                 click.echo(f"{name:<6}| stopping")
-                _signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    click.echo(f"{name:<6}| did not stop within {self.stop_timeout:.0f} s; killing it")
-            _signal_group(proc, signal.SIGKILL)  # also any grandchild the leader left behind
-            proc.wait()
+            if not stop_group(proc, self.stop_timeout):
+                click.echo(f"{name:<6}| did not stop within {self.stop_timeout:.0f} s; killed")
         for relay in self.relays:
             relay.join(timeout=2)
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the process group led by ``proc`` (started in a session of its own)."""
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def stop_group(proc: subprocess.Popen, timeout: float) -> bool:
+    """SIGTERM ``proc``'s group, wait up to ``timeout`` s, SIGKILL what is left; True if in time."""
+    in_time = True
+    if proc.poll() is None:
+        signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            in_time = False
+    signal_group(proc, signal.SIGKILL)  # also any grandchild the leader left behind
+    proc.wait()
+    return in_time
 
 
 def _raise_interrupt(*_) -> None:

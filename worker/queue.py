@@ -7,6 +7,7 @@ Call these functions after the job's rows are committed: a worker may pick the t
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 
 from celery import Celery
@@ -22,11 +23,24 @@ class QueueError(RuntimeError):
 
 
 def _app(app: Celery | None) -> Celery:
+    """Return ``app``, or the process's Celery app for the broker the settings name now."""
     if app is not None:
         return app
     from worker.celery_app import celery_app
 
-    return celery_app
+    broker_url = get_settings().broker_url
+    if celery_app.conf.broker_url == broker_url:
+        return celery_app
+    return _client_app(broker_url)
+
+
+@functools.lru_cache(maxsize=4)
+def _client_app(broker_url: str | None) -> Celery:
+    # The module-level app read the settings when it was first imported; a process whose settings
+    # changed since (a test, an embedding program) must not send to the old broker.
+    from worker.celery_app import create_celery_app
+
+    return create_celery_app(get_settings())
 
 
 def _broker_label(app: Celery) -> str:

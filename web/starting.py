@@ -16,9 +16,8 @@ from sqlalchemy.orm import Session
 from pipeline.spec import SpecError, load_spec
 from worker.models import Model
 
-# The CAM methods of pipeline.analysis.METHODS, repeated here because importing that module would
-# load TensorFlow into the web process; tests/web checks the two lists agree.
-METHODS = ("gradcam", "gradcampp", "layercam", "scorecam", "cam")
+# pipeline.analysis.METHODS in the order the form offers them, Grad-CAM (the default) first;
+# tests/web checks that every method has a label here.
 METHOD_LABELS = {
     "gradcam": "Grad-CAM",
     "gradcampp": "Grad-CAM++",
@@ -26,6 +25,7 @@ METHOD_LABELS = {
     "scorecam": "Score-CAM (slower: extra forward passes)",
     "cam": "CAM (needs global pooling before the classifier)",
 }
+METHODS = tuple(METHOD_LABELS)
 DEFAULT_KEY = "default"
 NO_BROKER = ("No task queue is configured (TUMORLENS_BROKER_URL is not set), so jobs cannot be "
              "started from the web. Start everything with `tumorlens up`, or analyse a folder on "

@@ -32,7 +32,7 @@ MAX_ATTEMPTS = 3  # deliveries of a scan that never finished (killed, timed out)
 INTERNAL_ERROR = ("this scan could not be analysed because of an internal error; the worker log "
                   "has the details")
 # The files pipeline.overlay.write_outputs writes beside a stem, by Result column.
-OUTPUT_SUFFIXES = {"overlay": ".overlay.png", "thumbnail": ".thumb.png", "heatmap": ".heatmap.npz"}
+OUTPUT_SUFFIXES = {"overlay": ".overlay.png", "thumbnail": ".thumb.jpg", "heatmap": ".heatmap.npz"}
 CLOSED = (JobStatus.CANCELLED, JobStatus.DONE, JobStatus.FAILED)
 
 

@@ -70,7 +70,7 @@ def test_outputs_have_the_expected_sizes_and_contents(tmp_path):
     pixels, cam = scan(630, 400), blob((48, 48), (20, 20), sigma=6)
     result = write_outputs(tmp_path / "deep" / "folder" / "y12", pixels, cam)
     assert [p.name for p in (result.overlay, result.thumbnail, result.heatmap)] == [
-        "y12.overlay.png", "y12.thumb.png", "y12.heatmap.npz"]
+        "y12.overlay.png", "y12.thumb.jpg", "y12.heatmap.npz"]
     with Image.open(result.overlay) as overlay:
         assert overlay.size == (630, 400) and overlay.mode == "RGB"
     with Image.open(result.thumbnail) as thumb:
@@ -136,7 +136,7 @@ def test_rewriting_replaces_the_files_and_leaves_no_partials(tmp_path):
     write_outputs(tmp_path / "s", scan(50, 40), np.zeros((7, 7), np.float32))
     result = write_outputs(tmp_path / "s", scan(50, 40), np.ones((7, 7), np.float32))
     assert load_heatmap(result.heatmap).min() == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.heatmap.npz", "s.overlay.png", "s.thumb.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.heatmap.npz", "s.overlay.png", "s.thumb.jpg"]
 
 
 @pytest.mark.parametrize("pixels", [np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 2), np.uint8),

@@ -82,7 +82,7 @@ def _result(job: Job, scan_id: int, row: Row, width: int, height: int) -> dict:
             "probabilities": {"no_tumor": 1 - p, "tumor": p}, "method": job.method,
             "peak_x": (row.peak or (width // 3, height // 4))[0],
             "peak_y": (row.peak or (width // 3, height // 4))[1],
-            "overlay": f"{row.artifacts}.overlay.png", "thumbnail": f"{row.artifacts}.thumb.png",
+            "overlay": f"{row.artifacts}.overlay.png", "thumbnail": f"{row.artifacts}.thumb.jpg",
             "heatmap": f"{row.artifacts}.heatmap.npz",
             "image_info": {"format": "PNG", "rows": str(height), "columns": str(width)}}
 

@@ -76,7 +76,9 @@ def test_images_are_real_pngs_at_the_right_size(signed_in, analysed, session):
     assert hot.shape == (60, 80, 3) and hot.std() > 0  # a coloured map, not a flat image
     overlay = signed_in.get(f"/results/{result.id}/overlay.png")
     assert png_size(overlay.get_data()) == (80, 60)
-    assert png_size(signed_in.get(f"/results/{result.id}/thumbnail.png").get_data())[0] == 256
+    thumb = signed_in.get(f"/results/{result.id}/thumbnail.jpg")
+    assert thumb.mimetype == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.get_data())).size[0] == 256
     assert "max-age" in heatmap.headers["Cache-Control"]
     layer = Image.open(io.BytesIO(signed_in.get(f"/results/{result.id}/heatmap.png?layer=1").data))
     alpha = np.asarray(layer)[..., 3]

@@ -22,7 +22,7 @@ def result(scan: Scan, frame: int = 0, p: float = 0.9) -> Result:
                   predicted_class="tumor" if p >= 0.5 else "no_tumor", tumor_probability=p,
                   probabilities={"no_tumor": round(1 - p, 6), "tumor": p}, method="gradcam",
                   peak_x=412, peak_y=188, overlay=f"jobs/1/{scan.path}.overlay.png",
-                  thumbnail=f"jobs/1/{scan.path}.thumb.png", heatmap=f"jobs/1/{scan.path}.heatmap.npz")
+                  thumbnail=f"jobs/1/{scan.path}.thumb.jpg", heatmap=f"jobs/1/{scan.path}.heatmap.npz")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from worker.models import Result
 
 bp = Blueprint("scans", __name__)
 MAX_AGE = 3600  # results never change under the same id; the original can be re-read after an hour
+ARTIFACT_TYPES = {"overlay": "image/png", "thumbnail": "image/jpeg"}
 
 
 @bp.get("/scans/<int:scan_id>")
@@ -43,15 +44,16 @@ def _png(data: bytes) -> Response:
     return response
 
 
-@bp.get("/results/<int:result_id>/<any(overlay, thumbnail):kind>.png")
+@bp.get("/results/<int:result_id>/overlay.png", defaults={"kind": "overlay"})
+@bp.get("/results/<int:result_id>/thumbnail.jpg", defaults={"kind": "thumbnail"})
 def artifact(result_id: int, kind: str):
-    """Send a result's stored overlay or thumbnail from the output folder."""
+    """Send a result's stored overlay (PNG) or thumbnail (JPEG) from the output folder."""
     result = _result_or_404(result_id)
     try:
         path = images.inside(Path(current_app.config["OUTPUT_DIR"]), getattr(result, kind))
     except images.ImageMissing as exc:
         abort(404, description=str(exc))
-    return send_file(path, mimetype="image/png", max_age=MAX_AGE, conditional=True)
+    return send_file(path, mimetype=ARTIFACT_TYPES[kind], max_age=MAX_AGE, conditional=True)
 
 
 @bp.get("/results/<int:result_id>/heatmap.png")

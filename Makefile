@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tumorlens-installed
 
-.PHONY: demo test services bench install
+.PHONY: demo test services install
 
 install: $(STAMP)
 
@@ -24,6 +24,3 @@ services:
 
 test: $(STAMP) services
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py

@@ -57,7 +57,7 @@ def guided_model(classifier: keras.Model, positive: int = 1) -> keras.Model:
     class_map = keras.layers.Lambda(
         lambda f: keras.ops.einsum("bhwc,c->bhw", f, dense.kernel[:, positive]),
         name=CLASS_MAP)(features)
-    return keras.Model(classifier.inputs, {PREDICTIONS: classifier.outputs[0], CLASS_MAP: class_map},
+    return keras.Model(classifier.input, {PREDICTIONS: classifier.output, CLASS_MAP: class_map},
                        name=f"{classifier.name}_guided")
 
 

@@ -37,7 +37,7 @@ def test_guided_model_shares_weights_and_exposes_the_tumor_map():
     images = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 1)).astype(np.float32)
     outputs = guided(images, training=False)
     assert outputs["class_map"].shape == (2, 4, 4)
-    features = keras.Model(classifier.inputs, classifier.get_layer("gap").input)(images)
+    features = keras.Model(classifier.input, classifier.get_layer("gap").input)(images)
     kernel = classifier.get_layer("predictions").kernel.numpy()[:, 1]
     assert np.allclose(outputs["class_map"], np.einsum("bhwc,c->bhw", features, kernel), atol=1e-5)
     assert np.allclose(outputs["predictions"], classifier(images, training=False), atol=1e-6)

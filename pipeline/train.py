@@ -7,8 +7,6 @@ preprocessing run on batches inside tf.data, so an epoch costs only the network'
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -205,35 +203,6 @@ def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool
     return model, read_history(out / "history.csv"), data.counts
 
 
-def spec_dict(config: TrainConfig, name: str) -> dict:
-    """Return the model.json content for a model trained with ``config``."""
-    return {
-        "format": 1,
-        "name": name,
-        "file": "model.keras",
-        "input_size": [config.input_size, config.input_size],
-        "color_mode": architectures.color_mode_for(config.arch),
-        "preprocessing": architectures.preprocessing_for(config.arch),
-        "class_names": CLASS_NAMES,
-        "positive_classes": ["tumor"],
-        "output": "probabilities",
-        "target_layer": None,
-    }
-
-
-def config_dict(config: TrainConfig) -> dict:
-    """Return the configuration as JSON-ready values."""
-    values = dataclasses.asdict(config)
-    values["augment"] = list(config.augment)
-    values["extra_domains"] = [str(Path(p)) for p in config.extra_domains]
-    return values
-
-
-def write_json(path: Path, content: dict) -> None:
-    """Write JSON with stable formatting so cards diff cleanly."""
-    path.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
-
-
 def train(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
           annotations=None, cache_dir: str | Path | None = None, extra_callbacks: Sequence = (),
           select_method: bool = True) -> dict:
@@ -252,63 +221,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bo
     Returns:
         The model card.
     """
+    from pipeline.card import describe
+
     _, history, counts = fit(data_dir, out, config, resume, cache_dir, extra_callbacks, annotations)
     return describe(data_dir, out, config, history, counts, annotations, select_method)
-
-
-def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history: list[dict],
-             counts: dict, annotations=None, select_method: bool = True) -> dict:
-    """Write ``model.json`` and ``model_card.json`` beside a trained ``out/model.keras``.
-
-    The CAM method is chosen on VALIDATION (best mean pointing game on the annotated tumor scans
-    of each domain); TEST of every domain is then evaluated once, with that method.
-
-    Args:
-        data_dir: the prepared folder the model was trained on.
-        out: the folder holding ``model.keras``.
-        config: the run's settings (``extra_domains`` are evaluated too).
-        history: per-epoch rows, as ``read_history`` returns them.
-        counts: class counts per folder and split, as ``fit`` returns them.
-        annotations: an ``Annotations`` for tumor outlines.
-        select_method: score every CAM method on VALIDATION to choose one (else gradcam).
-
-    Returns:
-        The model card.
-    """
-    import keras
-
-    from pipeline.analysis import METHODS
-    from pipeline.annotations import Annotations
-    from pipeline.evaluate import choose_method, domain_reports
-    from pipeline.spec import load_spec, write_spec
-
-    out, annotations = Path(out), annotations or Annotations()
-    name = config.name or f"{Path(data_dir).name}-{config.arch}"
-    write_spec(spec_dict(config, name), out)
-    spec = load_spec(out)
-    folders = [Path(data_dir), *map(Path, config.extra_domains)]
-    method, validation = "gradcam", {}
-    if select_method:
-        reports = domain_reports(spec, folders, METHODS, annotations, "VALIDATION", True)
-        method, validation = choose_method(reports)
-    card = {
-        "name": name,
-        "data": {"folder": str(data_dir), "manifest_sha256": datasets.manifest_digest(data_dir),
-                 "extra_domains": {str(f): datasets.manifest_digest(f) for f in folders[1:]},
-                 "counts": counts},
-        "config": config_dict(config),
-        "software": {"keras": keras.__version__, "numpy": np.__version__},
-        "history": history,
-        "best_epoch": _best_epoch(history),
-        "cam_method": method,
-        "validation_localisation": validation,
-        "test": domain_reports(spec, folders, [method], annotations, "TEST"),
-    }
-    write_json(out / "model_card.json", card)
-    return card
-
-
-def _best_epoch(history: list[dict]) -> int | None:
-    if not history:
-        return None
-    return int(min(history, key=lambda row: row["val_loss"])["epoch"]) + 1

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline import guidance, train
 from pipeline.annotations import Annotations
+from pipeline.card import spec_dict
 from pipeline.spec import load_spec, write_spec
 from tests.pipeline.mldata import make_prepared
 
@@ -53,5 +54,5 @@ def test_guided_training_writes_a_plain_classifier(tmp_path):
     assert history[0]["class_map_loss"] > 0  # the tumors' masks were found and used
     saved = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert "class_map" not in [layer.name for layer in saved.layers]
-    write_spec(train.spec_dict(config, "guided"), tmp_path / "run")
+    write_spec(spec_dict(config, "guided"), tmp_path / "run")
     assert load_spec(tmp_path / "run").input_size == (32, 32)

@@ -211,3 +211,26 @@ def test_a_folder_without_class_folders_is_refused(tmp_path):
         datasets.find_examples(tmp_path)
     with pytest.raises(datasets.DataError, match="prepare-data"):
         datasets.find_split(tmp_path, "TRAIN")
+
+
+@pytest.mark.slow
+def test_extra_domain_joins_training_and_gets_its_own_test_report(prepared, tmp_path):
+    other = make_prepared(tmp_path / "other", {"TRAIN": 4, "VALIDATION": 2, "TEST": 3}, seed=5)
+    config = tiny_config(epochs=1, extra_domains=[str(other)])
+    card = train.train(prepared, tmp_path / "run", config, select_method=False)
+    assert set(card["test"]) == {prepared.name, other.name}
+    assert card["test"][other.name]["classification"]["n"] == 6
+    assert card["data"]["counts"][str(other)]["TRAIN"] == {"no_tumor": 4, "tumor": 4}
+    assert card["data"]["extra_domains"] == {str(other): datasets.manifest_digest(other)}
+
+
+def test_a_local_weights_file_initialises_the_backbone(tmp_path):
+    from pipeline.architectures import build_application
+
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    base.save_weights(tmp_path / "backbone.weights.h5")
+    model = build_application("mobilenetv2", (32, 32), weights=str(tmp_path / "backbone.weights.h5"))
+    loaded = model.get_layer(base.name)
+    assert all(np.array_equal(a, b) for a, b in zip(base.get_weights(), loaded.get_weights()))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_application("mobilenetv2", (32, 32), weights=str(tmp_path / "missing.h5"))

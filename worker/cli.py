@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 import click
+
+# TensorFlow's C++ start-up chatter (oneDNN, CPU features) is noise on a user's terminal; warnings
+# and errors still show. Set before any command imports TensorFlow; an explicit value wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 COMMAND_MODULES = (
     "worker.commands.scan",  # scan, export, neurons, resume, cancel

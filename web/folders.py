@@ -23,6 +23,27 @@ class FolderError(ValueError):
     """A folder request that is refused; the message is meant for a person."""
 
 
+class OutsideBase(ValueError):
+    """A path that resolves to a place outside the folder it must stay in."""
+
+
+def resolve_inside(base: Path, rel: str | os.PathLike) -> Path:
+    """Return ``base / rel`` with every link resolved, refusing a place outside ``base``.
+
+    Raises:
+        OutsideBase: the resolved path lies outside ``base``.
+        OSError: the path cannot be resolved (a link loop, an unreadable folder).
+    """
+    try:
+        base = base.resolve()
+        path = (base / rel).resolve()
+    except RuntimeError as exc:  # Path.resolve reports a symlink loop this way
+        raise OSError(f"a link loop under {base}") from exc
+    if not path.is_relative_to(base):
+        raise OutsideBase(str(rel))
+    return path
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -65,12 +86,13 @@ def resolve(roots: list[Path], index: int, rel: str) -> tuple[Path, Path]:
     if not 0 <= index < len(roots):
         raise FolderError("That scan root does not exist.")
     root = roots[index].resolve()
+    relative = check_relative(rel)
     try:
-        folder = (root / check_relative(rel)).resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        folder = resolve_inside(root, relative)
+    except OutsideBase as exc:
+        raise FolderError("That folder lies outside the scan root.") from exc
+    except OSError as exc:
         raise FolderError("That folder cannot be opened (a link loop or an unreadable path).") from exc
-    if not folder.is_relative_to(root):
-        raise FolderError("That folder lies outside the scan root.")
     if not folder.is_dir():
         raise FolderError("That folder does not exist.")
     return root, folder

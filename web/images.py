@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.scans import ScanError, read_scan
+from web.folders import OutsideBase, resolve_inside
 
 # Result.image_info is written without identifiers; these patterns are a second line of defence.
 IDENTIFYING = re.compile(r"patient|name|birth|accession|institution|physician|operator|address|"
@@ -23,12 +24,11 @@ class ImageMissing(LookupError):
 def inside(base: Path, rel: str) -> Path:
     """Return ``base / rel`` if it is a file that resolves inside ``base``."""
     try:
-        base = base.resolve()
-        path = (base / rel).resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        path = resolve_inside(base, rel)
+    except OutsideBase as exc:
+        raise ImageMissing("The stored path points outside its folder.") from exc
+    except OSError as exc:
         raise ImageMissing("The stored path cannot be resolved.") from exc
-    if not path.is_relative_to(base):
-        raise ImageMissing("The stored path points outside its folder.")
     if not path.is_file():
         raise ImageMissing("The file is no longer there.")
     return path

@@ -201,8 +201,7 @@ def _write_item(item: Item, work: Work) -> None:
     for analysis in item.analyses:
         image = item.images[analysis["frame"]]
         stem = output_stem(work, item, image.frame)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        outputs = write_outputs(stem, image.pixels, analysis["cam"])
+        outputs = write_outputs(stem, image.pixels, analysis["cam"])  # creates the folders
         rows.append(_row(item, work, image, analysis, outputs))
     item.rows, item.images = rows, []
 

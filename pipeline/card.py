@@ -83,6 +83,7 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
                  "extra_domains": {str(f): datasets.manifest_digest(f) for f in folders[1:]},
                  "counts": counts},
         "config": config_dict(config),
+        **({"init": _init_record(config.init)} if config.init else {}),
         "software": {"keras": keras.__version__, "numpy": np.__version__},
         "history": history,
         "best_epoch": _best_epoch(history),
@@ -92,6 +93,17 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
     }
     write_json(out / "model_card.json", card)
     return card
+
+
+def _init_record(source: str) -> dict:
+    """Name the model a fine-tuning run started from, by path and content digest."""
+    import hashlib
+
+    from pipeline.train import init_model_path
+
+    path = init_model_path(source)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return {"model": str(Path(source)), "file_sha256": digest}
 
 
 def _best_epoch(history: list[dict]) -> int | None:

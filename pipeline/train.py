@@ -38,6 +38,7 @@ class TrainConfig:
     mask_weight: float = 0.0  # > 0 guides the CAM with tumor outlines (pipeline.guidance)
     extra_domains: Sequence[str] = field(default_factory=list)
     name: str | None = None
+    init: str | None = None  # start from this trained model's weights (fine-tuning)
 
 
 @dataclass
@@ -159,6 +160,45 @@ def _start_fresh(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def init_model_path(source: str | Path) -> Path:
+    """Return the Keras file of ``source``: a model folder with a model.json, or the file itself."""
+    from pipeline.spec import load_spec
+
+    source = Path(source)
+    if source.is_dir():
+        return load_spec(source).model_path
+    if not source.is_file():
+        raise FileNotFoundError(f"the model to start from, {source}, does not exist")
+    return source
+
+
+def warm_start(model, source: str | Path) -> None:
+    """Give ``model`` the weights of a trained model of the same architecture, layer by layer.
+
+    The lens and every GAP head have no weight that depends on the input size, so a model trained
+    at one size can be fine-tuned at another.
+
+    Raises:
+        ValueError: the two models differ in their layers or weight shapes (the message names the
+            first difference and the options that decide it).
+    """
+    import keras
+
+    path = init_model_path(source)
+    trained = keras.models.load_model(path, compile=False)
+    theirs, ours = trained.weights, model.weights
+    hint = "train with the --arch, --width and class count it was trained with"
+    if len(theirs) != len(ours):
+        raise ValueError(f"{path} has {len(theirs)} weight arrays and the model being trained has "
+                         f"{len(ours)}: not the same architecture; {hint}")
+    for mine, given in zip(ours, theirs):
+        if tuple(mine.shape) != tuple(given.shape):
+            raise ValueError(f"{path} does not fit the model being trained: its {given.path} is "
+                             f"{tuple(given.shape)} where this model's {mine.path} is "
+                             f"{tuple(mine.shape)}; {hint}")
+    model.set_weights(trained.get_weights())
+
+
 def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,
         cache_dir: str | Path | None = None, extra_callbacks: Sequence = (),
         annotations=None) -> tuple:
@@ -193,6 +233,8 @@ def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool
                        (annotations or Annotations()) if config.mask_weight else None)
     kwargs = {"width": config.width, "channels": 1} if config.arch == "lens" else {}
     model = architectures.build_model(config.arch, size, config.weights, **kwargs)
+    if config.init:
+        warm_start(model, config.init)
     trainee, train, val, options = _trainee(model, data, config)
     callbacks = [*_callbacks(out, config, read_history(out / "history.csv")), *extra_callbacks]
     trainee.fit(train, validation_data=val, epochs=config.epochs, verbose=2, shuffle=False,

@@ -1,6 +1,7 @@
 """Tiny real training runs: what they write loads, resumes continue, augmentation stays in training."""
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -234,3 +235,34 @@ def test_a_local_weights_file_initialises_the_backbone(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(base.get_weights(), loaded.get_weights()))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_application("mobilenetv2", (32, 32), weights=str(tmp_path / "missing.h5"))
+
+
+class WeightsAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = [np.array(w) for w in self.model.get_weights()]
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_trained_model_and_names_it_in_the_card(lens_card, prepared,
+                                                                            tmp_path):
+    trained_dir, _ = lens_card
+    trained = keras.models.load_model(trained_dir / "model.keras", compile=False)
+    start = WeightsAtStart()
+    config = tiny_config(epochs=1, input_size=SIZE + 8, augment=AUGMENTATIONS, init=str(trained_dir))
+    train.fit(prepared, tmp_path / "tuned", config, extra_callbacks=[start])
+    assert len(start.weights) == len(trained.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(start.weights, trained.get_weights()))
+    card = train.train(prepared, tmp_path / "tuned", tiny_config(epochs=1, init=str(trained_dir)),
+                       select_method=False)
+    digest = hashlib.sha256((trained_dir / "model.keras").read_bytes()).hexdigest()
+    assert card["init"] == {"model": str(trained_dir), "file_sha256": digest}
+    assert card["config"]["init"] == str(trained_dir)
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_another_architecture_names_the_difference(lens_card, prepared, tmp_path):
+    trained_dir, _ = lens_card
+    with pytest.raises(ValueError, match=r"does not fit the model being trained.*--width"):
+        train.fit(prepared, tmp_path, tiny_config(epochs=1, width=8, init=str(trained_dir / "model.keras")))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train.fit(prepared, tmp_path, tiny_config(epochs=1, init=str(tmp_path / "missing.keras")))

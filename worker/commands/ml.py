@@ -156,12 +156,16 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
               help="Where decoded images are cached (default: OUT/cache).")
 @click.option("--name", help="Model name in model.json (default: DATA-ARCH).")
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in OUT.")
+@click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
+              help="Start from a trained model's weights (its folder or .keras file) of the same "
+                   "architecture and width: fine-tuning, e.g. the default model on your own scans.")
 @click.option("--select-method/--no-select-method", default=True, show_default=True,
               help="Choose the CAM method that localises best on VALIDATION.")
 def train_command(data: Path, out: Path, arch: str, weights: str, input_size: int, epochs: int,
                   batch_size: int, seed: int, augment: str, width: int, learning_rate: float,
                   patience: int, mask_weight: float, extra_domains: tuple[Path, ...], annotations: Path | None,
-                  cache: Path | None, name: str | None, resume: bool, select_method: bool) -> None:
+                  cache: Path | None, name: str | None, resume: bool, init: Path | None,
+                  select_method: bool) -> None:
     """Train a tumor / no-tumor classifier on DATA's TRAIN split (prepared by prepare-data).
 
     Stops early on VALIDATION loss (keeping the best epoch), then writes OUT/model.keras,
@@ -173,7 +177,8 @@ def train_command(data: Path, out: Path, arch: str, weights: str, input_size: in
                          input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed,
                          augment=[a.strip() for a in augment.split(",") if a.strip()],
                          learning_rate=learning_rate, patience=patience, width=width,
-                         mask_weight=mask_weight, extra_domains=[str(p) for p in extra_domains], name=name)
+                         mask_weight=mask_weight, extra_domains=[str(p) for p in extra_domains], name=name,
+                         init=str(init) if init else None)
     try:
         card = train(data, out, config, resume=resume, annotations=_annotations(annotations),
                      cache_dir=cache, select_method=select_method)

@@ -75,9 +75,25 @@ def csv_columns(class_names: list[str]) -> list[str]:
     return columns
 
 
+# A spreadsheet reads a cell starting with one of these as a formula: a scan named
+# "=HYPERLINK(...).jpg" would run in the reviewer's Excel (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """Return a text cell a spreadsheet shows as text (a leading apostrophe), other values as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def flatten(row: dict, class_names: list[str]) -> dict:
-    """Return a record with probabilities and peak spread over their own columns."""
-    flat = {k: v for k, v in row.items() if k not in ("probabilities", "peak")}
+    """Return a record with probabilities and peak spread over their own columns, for CSV.
+
+    Text that a spreadsheet would run as a formula gets a leading apostrophe (``spreadsheet_safe``);
+    the JSON export keeps every value as it is.
+    """
+    flat = {k: spreadsheet_safe(v) for k, v in row.items() if k not in ("probabilities", "peak")}
     probabilities = row["probabilities"] or {}
     flat.update({f"prob_{name}": probabilities.get(name) for name in class_names})
     flat["peak_x"], flat["peak_y"] = row["peak"] or (None, None)

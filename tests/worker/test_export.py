@@ -97,6 +97,22 @@ def test_csv_flattens_probabilities_and_peak(session_factory, job_id):
     assert table[2]["status"] == "failed" and table[2]["prob_tumor"] == ""
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_are_kept_as_text(session_factory, job_id):
+    with session_scope(session_factory) as session:
+        session.add(Scan(job_id=job_id, path="=HYPERLINK(1)/@cmd.png", sha256="d" * 64,
+                         status=ScanStatus.FAILED, error="-not a scan"))
+    csv_out, json_out = io.StringIO(), io.StringIO()
+    with session_scope(session_factory) as session:
+        export.export_job(session, job_id, "/o", "csv", csv_out)
+        export.export_job(session, job_id, "/o", "json", json_out)
+    table = list(csv.DictReader(io.StringIO(csv_out.getvalue())))
+    hostile = next(row for row in table if row["sha256"] == "d" * 64)
+    assert (hostile["path"], hostile["error"]) == ("'=HYPERLINK(1)/@cmd.png", "'-not a scan")
+    assert table[0]["path"] == "sub/dir/y12.jpg"  # ordinary text is untouched
+    records = json.loads(json_out.getvalue())
+    assert any(r["path"] == "=HYPERLINK(1)/@cmd.png" and r["error"] == "-not a scan" for r in records)
+
+
 def test_an_empty_job_exports_an_empty_array_and_a_missing_one_says_so(session_factory):
     with session_scope(session_factory) as session:
         empty = make_job(session).id

@@ -20,15 +20,14 @@ QUEUES = (DEFAULT_QUEUE, ENUMERATE_QUEUE)
 ENUMERATE_TASK = "tumorlens.enumerate"
 PROCESS_TASK = "tumorlens.process"
 
-# A batch of 16 large DICOM frames under Score-CAM on one slow core stays well below this.
-BATCH_SOFT_LIMIT = 10 * 60
-BATCH_HARD_LIMIT = BATCH_SOFT_LIMIT + 60
+# A batch's soft limit is the setting TUMORLENS_BATCH_TIME_LIMIT; the hard one kills it this later.
+HARD_LIMIT_GRACE = 60
 # A walk that runs out of time re-queues itself and carries on where the store says it stopped.
 ENUMERATE_SOFT_LIMIT = 60 * 60
 ENUMERATE_HARD_LIMIT = ENUMERATE_SOFT_LIMIT + 5 * 60
 # Redis hands an unacknowledged message to another worker after this long; it must exceed the
 # longest task or a live task would run twice. Dead children are requeued at once regardless.
-VISIBILITY_TIMEOUT = ENUMERATE_HARD_LIMIT + 15 * 60
+VISIBILITY_MARGIN = 15 * 60
 # A TensorFlow process holding a model sits near 1 GiB; far beyond that is a leak: recycle it.
 MAX_MEMORY_PER_CHILD_KIB = 3 * 1024 * 1024
 
@@ -38,11 +37,13 @@ TASK_LOG_FORMAT = ("[%(asctime)s: %(levelname)s/%(processName)s] job %(job)s "
 
 def celery_config(settings: Settings) -> dict:
     """Return the Celery configuration for these settings."""
+    batch_hard_limit = settings.batch_time_limit + HARD_LIMIT_GRACE
+    visibility_timeout = max(batch_hard_limit, ENUMERATE_HARD_LIMIT) + VISIBILITY_MARGIN
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.broker_url,
         "task_ignore_result": True,  # progress lives in the store; results would only fill Redis
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "broker_transport_options": {"visibility_timeout": visibility_timeout},
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -50,8 +51,8 @@ def celery_config(settings: Settings) -> dict:
         # counted per scan in the store, so a scan that always hangs ends up failed, not looping.
         "task_acks_on_timeout": False,
         "worker_prefetch_multiplier": 1,
-        "task_soft_time_limit": BATCH_SOFT_LIMIT,
-        "task_time_limit": BATCH_HARD_LIMIT,
+        "task_soft_time_limit": settings.batch_time_limit,
+        "task_time_limit": batch_hard_limit,
         "worker_max_memory_per_child": MAX_MEMORY_PER_CHILD_KIB,
         # Work is idempotent and recorded in the store: a task that outlives a broker outage
         # should finish its batch rather than be cancelled and done again.

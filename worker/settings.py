@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SECRET = "dev-only-not-secret"
@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     secret_key: str = DEV_SECRET
     model: Path = DEFAULT_MODEL
     batch_size: int = 16
+    # Seconds a queued batch may run before it is given back and split (the slow scan then fails
+    # on its own). 10 minutes covers 16 large DICOM frames under Score-CAM on one slow core.
+    batch_time_limit: int = Field(10 * 60, ge=10)
 
     @field_validator("scan_roots", mode="before")
     @classmethod

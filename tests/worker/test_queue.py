@@ -125,3 +125,17 @@ def test_a_worker_parent_does_not_import_tensorflow():
     code = "import sys, worker.tasks; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_batch_time_limit_is_a_setting_and_redis_outwaits_it(monkeypatch):
+    from worker.celery_app import celery_config
+
+    monkeypatch.setenv("TUMORLENS_BATCH_TIME_LIMIT", "7200")
+    config = celery_config(Settings())
+    assert (config["task_soft_time_limit"], config["task_time_limit"]) == (7200, 7260)
+    assert config["broker_transport_options"]["visibility_timeout"] > 7260
+    default = celery_config(Settings(batch_time_limit=600))
+    assert default["task_soft_time_limit"] == 600
+    assert default["broker_transport_options"]["visibility_timeout"] > 60 * 60  # the walk's limit
+    with pytest.raises(ValueError, match="batch_time_limit"):
+        Settings(batch_time_limit=0)

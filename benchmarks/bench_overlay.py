@@ -2,10 +2,19 @@
 
 ``write_outputs`` upsamples a 224 x 224 map to the scan's size, blends the overlay, and writes the
 overlay PNG, the thumbnail and the heatmap npz. The reference is Pillow decoding the same scan
-saved as a JPEG (open + convert("RGB") + asarray), which every scan pays anyway. Two choices
-inside ``pipeline.overlay`` are measured beside it: PNG compression level 1 against Pillow's
-default 6, and the one-lookup blend table against the same blend done with per-pixel arithmetic.
+saved as a JPEG (open + convert("RGB") + asarray), which every scan pays anyway. The choices
+inside ``pipeline.overlay`` are measured beside it:
+
+- the overlay's PNG encoder, ``png_bytes`` (Up filter in numpy, libdeflate level 1), against
+  Pillow's (level 1, run-length strategy, a filter chosen per row among all five) and libpng's
+  through ``imagecodecs.png_encode`` (level 1, run-length, Paeth on every row): time and size
+  ratios, above 1 where ``png_bytes`` is faster or smaller;
+- the one-lookup blend table against the same blend done with per-pixel arithmetic.
+
 All variants run interleaved in one process over the same inputs; the best round of each counts.
+A last line runs ``png_bytes`` from two threads against one, beside sha256 (which releases the GIL):
+near 2x for both means encoding overlaps with other threads, as ``worker/local.py``'s writers need;
+sha256 near 1x means the machine had no second core free at the time.
 
     .venv/bin/python benchmarks/bench_overlay.py [--rounds 5]
 """
@@ -13,20 +22,33 @@ All variants run interleaved in one process over the same inputs; the best round
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import io
+import itertools
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.overlay import colormap_lut, grayscale, render_overlay, upsample, write_outputs  # noqa: E402
+from pipeline.overlay import (  # noqa: E402
+    colormap_lut,
+    grayscale,
+    png_bytes,
+    render_overlay,
+    upsample,
+    write_outputs,
+)
 
 SAMPLE = ROOT.parent / "shared" / "data" / "br35h" / "yes" / "y0.jpg"
 SIDES = (256, 630, 1920)
@@ -67,13 +89,19 @@ def arithmetic_blend(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -
     return (gray * (1 - weight) + colour * weight + 0.5).astype(np.uint8)
 
 
-def png_size(level: int) -> Callable[[np.ndarray], int]:
-    """Return a function encoding an RGB array as PNG at ``level``; it returns the byte count."""
-    def encode(overlay: np.ndarray) -> int:
-        buffer = io.BytesIO()
-        Image.fromarray(overlay).save(buffer, format="PNG", compress_level=level)
-        return buffer.tell()
-    return encode
+def pillow_png(overlay: np.ndarray) -> bytes:
+    """Encode with Pillow: level 1, run-length strategy, adaptive per-row filters."""
+    buffer = io.BytesIO()
+    Image.fromarray(overlay).save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    return buffer.getvalue()
+
+
+def libpng_paeth(overlay: np.ndarray) -> bytes:
+    """Encode with libpng through imagecodecs: level 1, run-length strategy, Paeth on every row."""
+    return imagecodecs.png_encode(overlay, level=1, strategy=zlib.Z_RLE, filter=imagecodecs.PNG.FILTER.PAETH)
+
+
+ENCODERS = {"png_bytes": png_bytes, "Pillow": pillow_png, "libpng Paeth": libpng_paeth}
 
 
 def best_of(rounds: int, variants: dict[str, Callable[[], object]]) -> dict[str, float]:
@@ -93,20 +121,44 @@ def measure(side: int, folder: Path, rounds: int) -> None:
     pixels = decode(path)
     heat = upsample(cam, (pixels.shape[1], pixels.shape[0]))
     overlay = render_overlay(pixels, heat)
+    calls = itertools.count()
     times = best_of(rounds, {
         "decode": lambda: decode(path),
-        "write": lambda: write_outputs(folder / f"out{side}" / "scan", pixels, cam),
+        # a new stem each call, as in a job: renaming over an existing file makes ext4 write it out
+        "write": lambda: write_outputs(folder / f"out{side}" / f"scan{next(calls)}", pixels, cam),
         "table": lambda: render_overlay(pixels, heat),
         "arith": lambda: arithmetic_blend(pixels, heat),
-        "png1": lambda: png_size(1)(overlay),
-        "png6": lambda: png_size(6)(overlay),
+        **{name: functools.partial(encode, overlay) for name, encode in ENCODERS.items()},
     })
     ms = {name: seconds * 1e3 for name, seconds in times.items()}
-    size1, size6 = png_size(1)(overlay), png_size(6)(overlay)
-    print(f"{pixels.shape[1]:>5}x{pixels.shape[0]:<5} decode {ms['decode']:7.1f} ms  "
-          f"write_outputs {ms['write']:7.1f} ms  write/decode {ms['write'] / ms['decode']:5.1f}  |  "
+    size = {name: len(encode(overlay)) for name, encode in ENCODERS.items()}
+    ours = "png_bytes"
+    versus = "  ".join(f"{name} {ms[name] / ms[ours]:4.1f}x time {size[name] / size[ours]:4.2f}x size"
+                       for name in ENCODERS if name != ours)
+    print(f"{pixels.shape[1]:>5}x{pixels.shape[0]:<5} decode {ms['decode']:6.1f} ms  "
+          f"write_outputs {ms['write']:6.1f} ms  write/decode {ms['write'] / ms['decode']:4.1f}  |  "
           f"blend arithmetic/table {ms['arith'] / ms['table']:4.1f}  |  "
-          f"PNG level 6/1 time {ms['png6'] / ms['png1']:4.1f}, size {size6 / size1:4.2f}")
+          f"png_bytes {ms['png_bytes']:5.1f} ms {size['png_bytes'] / 1024:5.0f} KiB, {versus}")
+
+
+def threads_over_one(run: Callable[[], object], rounds: int, calls: int = 40) -> float:
+    """Return the throughput of ``calls`` calls from two threads over that from one, best rounds."""
+    def seconds(threads: int) -> float:
+        with ThreadPoolExecutor(threads) as pool:
+            start = time.perf_counter()
+            list(pool.map(lambda _: run(), range(calls)))
+            return time.perf_counter() - start
+    return min(seconds(1) for _ in range(rounds)) / min(seconds(2) for _ in range(rounds))
+
+
+def measure_threads(folder: Path, rounds: int) -> None:
+    """Print how png_bytes scales from one thread to two, with sha256 as the GIL-free reference."""
+    pixels = decode(scan_jpeg(630, folder))
+    overlay = render_overlay(pixels, upsample(smooth_cam(), (pixels.shape[1], pixels.shape[0])))
+    encode = threads_over_one(lambda: png_bytes(overlay), rounds)
+    digest = threads_over_one(lambda: [hashlib.sha256(overlay.data).digest() for _ in range(4)], rounds)
+    print(f"two threads over one, {pixels.shape[1]}x{pixels.shape[0]}: png_bytes {encode:4.2f}x, "
+          f"sha256 {digest:4.2f}x (releases the GIL: how much a second core was free)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for side in SIDES:
             measure(side, Path(folder), args.rounds)
+        measure_threads(Path(folder), args.rounds)
     return 0
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import zipfile
 
+import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline.npz import ZIP_DATE
 from pipeline.overlay import (
+    blend_table,
     colormap_lut,
     grayscale,
     load_heatmap,
     peak,
+    png_bytes,
     render_overlay,
     upsample,
     write_outputs,
@@ -101,6 +105,56 @@ def test_all_zero_map_leaves_the_grayscale_scan(tmp_path):
     result = write_outputs(tmp_path / "zero", pixels, np.zeros((48, 48), np.float32))
     with Image.open(result.overlay) as written:
         assert np.array_equal(np.asarray(written), overlay)
+
+
+@pytest.mark.parametrize("width, height", [(630, 400), (33, 517), (1, 1)])
+def test_overlay_png_holds_exactly_the_rendered_pixels(tmp_path, width, height):
+    pixels, cam = scan(width, height, seed=3), blob((48, 48), (20, 28), sigma=8)
+    result = write_outputs(tmp_path / "s", pixels, cam)
+    expected = render_overlay(pixels, upsample(cam, (width, height)))
+    with Image.open(result.overlay) as written:
+        assert written.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(written), expected)
+    # libpng, which checks every chunk's CRC and the deflate stream's checksum, reads the same
+    np.testing.assert_array_equal(imagecodecs.png_decode(result.overlay.read_bytes()), expected)
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    """Return the chunk types of a PNG in order."""
+    kinds, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        kinds.append(data[at + 4:at + 8])
+        at += 12 + length
+    return kinds
+
+
+@pytest.mark.parametrize("shape, mode", [((7, 5), "L"), ((7, 5, 3), "RGB"), ((7, 5, 4), "RGBA"),
+                                         ((1, 300, 3), "RGB"), ((300, 1, 3), "RGB")])
+def test_png_bytes_round_trip_through_pillow_and_libpng(shape, mode):
+    image = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    data = png_bytes(image)
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == mode and decoded.size == (shape[1], shape[0])
+        np.testing.assert_array_equal(np.asarray(decoded), image)
+    np.testing.assert_array_equal(imagecodecs.png_decode(data).reshape(shape), image)
+    assert png_chunks(data) == [b"IHDR", b"IDAT", b"IEND"]  # nothing that varies between runs
+    assert png_bytes(image.copy()) == data
+
+
+@pytest.mark.parametrize("image", [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 2), np.uint8),
+                                   np.zeros((4,), np.uint8)])
+def test_png_bytes_refuses_arrays_it_cannot_store(image):
+    with pytest.raises(ValueError, match="a PNG needs a uint8 array"):
+        png_bytes(image)
+
+
+def test_overlay_pixels_are_the_blend_table_entries():
+    rng = np.random.default_rng(6)
+    gray, heat = rng.integers(0, 256, (40, 50), dtype=np.uint8), rng.random((40, 50))
+    levels = (heat * 255 + 0.5).astype(np.intp)
+    expected = blend_table(0.4, "inferno")[gray.astype(np.intp) * 256 + levels]
+    np.testing.assert_array_equal(render_overlay(gray, heat, alpha=0.4, cmap="inferno"), expected)
 
 
 def test_hot_pixels_take_the_colormap_at_alpha():

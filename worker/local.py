@@ -28,8 +28,14 @@ from worker.settings import get_settings
 from worker.store import pending_scan_ids, scan_counts
 
 Progress = Callable[[int, int], None]  # (scans finished, scans found)
-# Encoding overlays and heatmaps (zlib, GIL released) costs more per scan than a small model's
-# pass: two writers keep both cores busy (bench_scan.py measures it).
+# Writing a scan's outputs (~9 ms with the small CNN of bench_scan.py, GIL released while encoding)
+# runs beside the model's pass (~11 ms). Measured with bench_scan.py's scans and model on a 2-core
+# machine shared with a training process: 1 and 2 writers were within noise of each other over 7
+# alternating runs (29-43 scans/s each, neither ahead consistently), 2 used slightly less CPU per
+# scan (27-33 ms against 28-34 ms), 3 was never faster; so 2 stay. TensorFlow's thread pools are
+# not set here: they are fixed when TensorFlow first runs, often before this module is reached, and
+# one intra-op thread, which cut the CPU per scan ~10 % on the shared machine, caps the model's pass
+# at one core when both are free.
 WRITERS = 2
 
 

@@ -6,7 +6,7 @@ safely overwrite, an earlier one.
 
 Writing is the costliest stage of a scan on a small model, so each step was measured on 200 Br35H
 scans (~370 x 370 px; ``benchmarks/bench_overlay.py``): the overlay PNG is filtered with numpy and
-deflated by libdeflate (~3 ms a scan where Pillow took ~12 ms, files ~4 % smaller), the blend is one
+deflated by libdeflate (~3 ms a scan where Pillow took ~12 ms, files 3-4 % smaller), the blend is one
 3-byte gather per pixel, and the heatmap npz is stored rather than deflated. Blending the thumbnail
 at its own size from the resized scan and map cost the same as resizing the overlay (1.2-1.3 ms
 either way), so the overlay is resized. The encoders, Pillow's resize and numpy's loops release the
@@ -41,9 +41,9 @@ PNG_FILTER_UP = 2  # each byte minus the one above: a vectorised subtraction, sm
 # Thumbnails are previews: JPEG encodes one in a fraction of a millisecond where PNG took ~4 ms
 # (deflate is most of a scan's output cost on a small CNN), at a third of the size.
 THUMBNAIL_QUALITY = 85
-# The heatmap is stored, not deflated: zlib level 1 spent ~11 ms on a 224 x 224 float32 map (its
-# hash chains crawl over float bytes), more than everything else a scan writes, to save 15-20 %
-# of 196 KiB.
+# The heatmap is stored, not deflated: zlib level 1 spent 7-11 ms on a 224 x 224 float32 map (196
+# KiB; its hash chains crawl over float bytes), more than everything else a scan writes, to save
+# 15-35 % (bench_scan.py's small CNN: 157 KiB); a 150 px map took ~1.6 ms to go from 88 to 42 KiB.
 NPZ_COMPRESS_LEVEL = None
 
 

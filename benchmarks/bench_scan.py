@@ -9,6 +9,9 @@ For each model, in alternating rounds (so load from other processes falls on bot
 - serial: the same job's stages one batch after another, as ``process_batch`` runs them (what
   the overlap buys), each stage timed: where a scan's time goes.
 
+Each variant's CPU time per scan is printed too, with the cores it kept busy on average: on a
+shared machine a variant that got less than the 2 cores shows it there.
+
 The model is loaded and traced before timing in every variant. Scans: ~200 Br35H JPEGs from
 ``../shared/data`` when present, else synthetic ones of similar sizes.
 
@@ -168,13 +171,19 @@ def bench(name: str, folder: Path, tmp: Path, rounds: int, size: int) -> dict[st
     model.predict(batch[:size], batch_size=size, verbose=0)  # build predict's function
     analyzer.analyze(batch[:size])  # load and trace the fused pass
     times: dict[str, list[float]] = {"predict": [], "scan": [], "serial": []}
+    cpu = dict.fromkeys(times, 0.0)  # this process's CPU seconds: how much of the machine it got
     stage_seconds.update(dict.fromkeys(STAGES, 0.0))
     for r in range(rounds):
-        times["predict"].append(time_predict(model, batch, size))
-        times["scan"].append(time_job(folder, spec, analyzer, tmp / f"{name}-{r}-o", size, True))
-        times["serial"].append(time_job(folder, spec, analyzer, tmp / f"{name}-{r}-s", size, False))
+        runs = {"predict": lambda: time_predict(model, batch, size),
+                "scan": lambda: time_job(folder, spec, analyzer, tmp / f"{name}-{r}-o", size, True),
+                "serial": lambda: time_job(folder, spec, analyzer, tmp / f"{name}-{r}-s", size, False)}
+        for variant, run in runs.items():
+            start = time.process_time()
+            times[variant].append(run())
+            cpu[variant] += time.process_time() - start
     rates = {k: len(batch) / statistics.median(v) for k, v in times.items()}
     rates["stages"] = {k: 1000 * v / (rounds * len(batch)) for k, v in stage_seconds.items()}
+    rates["cpu"] = {k: (1000 * v / (rounds * len(batch)), v / sum(times[k])) for k, v in cpu.items()}
     return rates
 
 
@@ -198,6 +207,8 @@ def main() -> None:
                   flush=True)
             stages = ", ".join(f"{k} {v:.1f}" for k, v in rates["stages"].items())
             print(f"{'':<18} serial stages, ms per scan: {stages}", flush=True)
+            cpu = ", ".join(f"{k} {ms:.1f} ({cores:.2f} cores)" for k, (ms, cores) in rates["cpu"].items())
+            print(f"{'':<18} CPU ms per scan (cores busy on average): {cpu}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ inside ``pipeline.overlay`` are measured beside it:
   Pillow's (level 1, run-length strategy, a filter chosen per row among all five) and libpng's
   through ``imagecodecs.png_encode`` (level 1, run-length, Paeth on every row): time and size
   ratios, above 1 where ``png_bytes`` is faster or smaller;
-- the one-lookup blend table against the same blend done with per-pixel arithmetic.
+- the one-lookup blend table against the same blend done with per-pixel arithmetic;
+- the heatmap file (float16, deflated by libdeflate) against numpy's ``savez_compressed`` and
+  ``savez`` of the float32 map.
 
 All variants run interleaved in one process over the same inputs; the best round of each counts.
 A last line runs ``png_bytes`` from two threads against one, beside sha256 (which releases the GIL):
@@ -41,7 +43,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.npz import npz_bytes  # noqa: E402
 from pipeline.overlay import (  # noqa: E402
+    HEATMAP_DTYPE,
+    NPZ_COMPRESS_LEVEL,
     colormap_lut,
     grayscale,
     png_bytes,
@@ -141,6 +146,28 @@ def measure(side: int, folder: Path, rounds: int) -> None:
           f"png_bytes {ms['png_bytes']:5.1f} ms {size['png_bytes'] / 1024:5.0f} KiB, {versus}")
 
 
+def numpy_npz(save: Callable, cam: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    save(buffer, cam=cam, size=np.array([630, 630], np.int32))
+    return buffer.getvalue()
+
+
+def measure_heatmap(rounds: int) -> None:
+    """Print the heatmap file's cost: ours (float16, libdeflate) against numpy's own npz writers."""
+    cam = smooth_cam()
+    variants = {
+        "ours": lambda: npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam.astype(HEATMAP_DTYPE),
+                                  size=np.array([630, 630], np.int32)),
+        "savez_compressed float32": lambda: numpy_npz(np.savez_compressed, cam),
+        "savez float32": lambda: numpy_npz(np.savez, cam),
+    }
+    ms = {name: seconds * 1e3 for name, seconds in best_of(rounds, variants).items()}
+    size = {name: len(run()) for name, run in variants.items()}
+    versus = "  ".join(f"{name} {ms[name] / ms['ours']:4.1f}x time {size[name] / size['ours']:4.2f}x size"
+                       for name in variants if name != "ours")
+    print(f"heatmap npz {CAM_SIZE}x{CAM_SIZE}: ours {ms['ours']:4.1f} ms {size['ours'] / 1024:4.0f} KiB, {versus}")
+
+
 def threads_over_one(run: Callable[[], object], rounds: int, calls: int = 40) -> float:
     """Return the throughput of ``calls`` calls from two threads over that from one, best rounds."""
     def seconds(threads: int) -> float:
@@ -171,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for side in SIDES:
             measure(side, Path(folder), args.rounds)
+        measure_heatmap(args.rounds)
         measure_threads(Path(folder), args.rounds)
     return 0
 

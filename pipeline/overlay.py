@@ -41,10 +41,11 @@ PNG_FILTER_UP = 2  # each byte minus the one above: a vectorised subtraction, sm
 # Thumbnails are previews: JPEG encodes one in a fraction of a millisecond where PNG took ~4 ms
 # (deflate is most of a scan's output cost on a small CNN), at a third of the size.
 THUMBNAIL_QUALITY = 85
-# The heatmap is stored, not deflated: zlib level 1 spent 7-11 ms on a 224 x 224 float32 map (196
-# KiB; its hash chains crawl over float bytes), more than everything else a scan writes, to save
-# 15-35 % (bench_scan.py's small CNN: 157 KiB); a 150 px map took ~1.6 ms to go from 88 to 42 KiB.
-NPZ_COMPRESS_LEVEL = None
+# The raw heatmap is kept as float16 (a [0, 1] map to within 2.4e-4, 16x finer than the overlay's
+# 256 levels) and deflated by libdeflate (pipeline.npz): ~1 ms and ~69 KiB for a 224 x 224 map,
+# where float32 through zlib level 1 took ~6 ms for 132 KiB and float32 stored was 196 KiB.
+HEATMAP_DTYPE = np.float16
+NPZ_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,8 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
                   cmap: str = "turbo") -> Outputs:
     """Write ``<stem>.overlay.png``, ``<stem>.thumb.jpg`` and ``<stem>.heatmap.npz`` for one scan.
 
-    The npz holds ``cam`` (the raw map at the model's input size) and ``size`` (the scan's width
-    and height); ``load_heatmap`` gives it back at the scan's size.
+    The npz holds ``cam`` (the raw map at the model's input size, float16) and ``size`` (the scan's
+    width and height); ``load_heatmap`` gives it back at the scan's size, exactly as drawn.
 
     Args:
         stem: output path without suffix; parent folders are created.
@@ -233,7 +234,8 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
         The paths written and the peak (x, y) in the scan's pixel coordinates.
     """
     stem = Path(stem)
-    cam = _as_map(cam)
+    stored = _as_map(cam).astype(HEATMAP_DTYPE)
+    cam = stored.astype(np.float32)  # draw from the stored values: load_heatmap gives the same map
     height, width = np.shape(pixels)[:2]
     heat = upsample(cam, (width, height))  # bilinear: stays within the cam's [0, 1]
     overlay = _blend(grayscale(pixels), _levels(heat), alpha, cmap)
@@ -241,7 +243,7 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
                     stem.with_name(f"{stem.name}.heatmap.npz"), peak(heat))
     _replace(paths.overlay, png_bytes(overlay))
     _replace(paths.thumbnail, jpeg_bytes(thumbnail(overlay)))
-    _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array([width, height], np.int32)))
+    _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, cam=stored, size=np.array([width, height], np.int32)))
     return paths
 
 

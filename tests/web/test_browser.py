@@ -90,8 +90,11 @@ def test_report_sort_open_scan_slider_keys_and_csv(page, site, report_job):
     p.locator("h1").click()  # leave the slider, which keeps the arrow keys while focused
     p.keyboard.press("ArrowRight")  # the next lowest probability, same filter and order
     expect(p.locator("#tumor-probability")).to_have_text("0.080")
+    # The text shows while the page is still parsing; the keys work once scan.js (deferred) ran.
+    p.wait_for_load_state("domcontentloaded")
     p.keyboard.press("ArrowLeft")
     expect(p.locator("#tumor-probability")).to_have_text("0.030")
+    p.wait_for_load_state("domcontentloaded")
     p.keyboard.press("Escape")
     p.wait_for_url(re.compile(rf".*/jobs/{report_job.id}\?.*order=asc.*"))
 

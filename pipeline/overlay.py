@@ -7,7 +7,7 @@ safely overwrite, an earlier one.
 Writing is the costliest stage of a scan on a small model, so each step was measured on 200 Br35H
 scans (~370 x 370 px; ``benchmarks/bench_overlay.py``): the overlay PNG is filtered with numpy and
 deflated by libdeflate (~3 ms a scan where Pillow took ~12 ms, files 3-4 % smaller), the blend is one
-3-byte gather per pixel, and the heatmap npz is stored rather than deflated. Blending the thumbnail
+3-byte gather per pixel, and the heatmap npz holds a float16 map deflated by libdeflate. Blending the thumbnail
 at its own size from the resized scan and map cost the same as resizing the overlay (1.2-1.3 ms
 either way), so the overlay is resized. The encoders, Pillow's resize and numpy's loops release the
 GIL, so the writer threads of ``worker/local.py`` can run beside the model.

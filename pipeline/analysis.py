@@ -158,6 +158,11 @@ def make_method(name: str, graph: CamGraph) -> CamMethod:
     cls = METHOD_CLASSES[name]
     if name == "cam":
         return cls(graph.require_class_kernel())
+    if name == "gradcam" and graph.class_kernel is not None:
+        # Behind GAP -> Dense, d(score_c)/dA_k(i, j) = W[k, c] / (h * w) at every position, so
+        # Grad-CAM's channel weights are CAM's divided by h * w: the same map once normalised,
+        # with no backward pass (tests/pipeline/test_cam_correctness.py holds it to the tape).
+        return METHOD_CLASSES["cam"](graph.class_kernel)
     if name == "scorecam":
         return cls(lambda images: graph.model(images, training=False)[0])
     return cls()

@@ -108,6 +108,14 @@ CASES = {
                           lambda m: nested_forward(m, "base", "base_conv1")),
     "nested-sequential-logits": ("nested_sequential", "logits", "features/seq_conv1",
                                  lambda m: sequential_forward(m, "features", "seq_conv1")),
+    # The target feeds GAP -> Dense: Grad-CAM is taken from the class weights, no backward pass.
+    "flat-softmax-last": ("functional", "probabilities", "last_act",
+                          lambda m: flat_forward(m, "last_act")),
+    "flat-sigmoid-last": ("functional", "sigmoid", "last_act", lambda m: flat_forward(m, "last_act")),
+    "nested-functional-last": ("nested_small", "probabilities", "base/base_conv2",
+                               lambda m: nested_forward(m, "base", "base_conv2")),
+    "nested-sequential-logits-last": ("nested_sequential", "logits", "features/seq_conv2",
+                                      lambda m: sequential_forward(m, "features", "seq_conv2")),
 }
 
 
@@ -119,7 +127,8 @@ def analyzer_for(root: Path, kind: str, output: str, target: str, **options) -> 
     return Analyzer(load_spec(write_spec({**spec.to_json(), "target_layer": target}, folder)), "gradcam")
 
 
-def check_against_reference(analyzer: Analyzer, forward: Forward, sigmoid: bool) -> None:
+def check_against_reference(analyzer: Analyzer, forward: Forward, sigmoid: bool,
+                            behind_gap: bool = False) -> None:
     height, width, _ = analyzer.input_shape
     images = distinct_images(BATCH, analyzer.input_shape)
     maps = analyzer.analyze(images).cams
@@ -128,6 +137,13 @@ def check_against_reference(analyzer: Analyzer, forward: Forward, sigmoid: bool)
     expected = np.stack([heatmap(f, g.mean(axis=(0, 1)), size) for f, g, _ in per_image])
     np.testing.assert_allclose(maps, expected, atol=TOLERANCE)
     assert (expected.max(axis=(1, 2)) > 0).sum() >= BATCH // 2, "too few non-empty maps to compare"
+    if behind_gap:
+        # Right behind GAP -> Dense every image's gradients are the class weights over h * w, so
+        # batch means and probabilities change nothing; the comparison can still fail: the other
+        # direction of the weights (the other class, or a sign slip) draws other maps.
+        flipped = np.stack([heatmap(f, -g.mean(axis=(0, 1)), size) for f, g, _ in per_image])
+        assert np.abs(flipped - expected).max() > 100 * TOLERANCE
+        return
     # The comparison can fail: averaging gradients over the batch, or taking them on the
     # probabilities instead of the logits, gives maps a hundred tolerances from the reference.
     batch_mean = np.mean([g.mean(axis=(0, 1)) for _, g, _ in per_image], axis=0)
@@ -143,7 +159,10 @@ def test_batched_gradcam_equals_the_per_image_recipe(tmp_path: Path, case: str) 
     kind, output, target, make_forward = CASES[case]
     analyzer = analyzer_for(tmp_path, kind, output, target)
     model = keras.models.load_model(analyzer.spec.model_path, compile=False)
-    check_against_reference(analyzer, make_forward(model), sigmoid=output == "sigmoid")
+    check_against_reference(analyzer, make_forward(model), sigmoid=output == "sigmoid",
+                            behind_gap=case.endswith("-last"))
+    # which path ran: the class-weight form right behind GAP -> Dense, the gradients elsewhere
+    assert (analyzer.graph.class_kernel is not None) == case.endswith("-last")
 
 
 @pytest.mark.slow

@@ -96,14 +96,10 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
 
 
 def _init_record(source: str) -> dict:
-    """Name the model a fine-tuning run started from, by path and content digest."""
-    import hashlib
+    """Name the model a fine-tuning run started from: its path and the digest jobs know it by."""
+    from pipeline.spec import load_spec
 
-    from pipeline.train import init_model_path
-
-    path = init_model_path(source)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    return {"model": str(Path(source)), "file_sha256": digest}
+    return {"model": str(Path(source)), "digest": load_spec(source).digest()}
 
 
 def _best_epoch(history: list[dict]) -> int | None:

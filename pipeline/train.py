@@ -160,43 +160,36 @@ def _start_fresh(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def init_model_path(source: str | Path) -> Path:
-    """Return the Keras file of ``source``: a model folder with a model.json, or the file itself."""
-    from pipeline.spec import load_spec
-
-    source = Path(source)
-    if source.is_dir():
-        return load_spec(source).model_path
-    if not source.is_file():
-        raise FileNotFoundError(f"the model to start from, {source}, does not exist")
-    return source
-
-
 def warm_start(model, source: str | Path) -> None:
     """Give ``model`` the weights of a trained model of the same architecture, layer by layer.
 
     The lens and every GAP head have no weight that depends on the input size, so a model trained
     at one size can be fine-tuned at another.
 
+    Args:
+        model: the freshly built model about to be trained.
+        source: a trained model's folder (or its model.json), as ``train`` writes it.
+
     Raises:
+        SpecError, ModelError: ``source`` is not a readable model.
         ValueError: the two models differ in their layers or weight shapes (the message names the
             first difference and the options that decide it).
     """
-    import keras
+    from pipeline.models import load_model
+    from pipeline.spec import load_spec
 
-    path = init_model_path(source)
-    trained = keras.models.load_model(path, compile=False)
-    theirs, ours = trained.weights, model.weights
+    spec = load_spec(source)
+    theirs, ours = load_model(spec).weights, model.weights
     hint = "train with the --arch, --width and class count it was trained with"
     if len(theirs) != len(ours):
-        raise ValueError(f"{path} has {len(theirs)} weight arrays and the model being trained has "
-                         f"{len(ours)}: not the same architecture; {hint}")
+        raise ValueError(f"{spec.model_path} has {len(theirs)} weight arrays and the model being "
+                         f"trained has {len(ours)}: not the same architecture; {hint}")
     for mine, given in zip(ours, theirs):
         if tuple(mine.shape) != tuple(given.shape):
-            raise ValueError(f"{path} does not fit the model being trained: its {given.path} is "
-                             f"{tuple(given.shape)} where this model's {mine.path} is "
+            raise ValueError(f"{spec.model_path} does not fit the model being trained: its "
+                             f"{given.path} is {tuple(given.shape)} where this model's {mine.path} is "
                              f"{tuple(mine.shape)}; {hint}")
-    model.set_weights(trained.get_weights())
+    model.set_weights([np.asarray(w) for w in theirs])
 
 
 def fit(data_dir: str | Path, out: str | Path, config: TrainConfig, resume: bool = False,

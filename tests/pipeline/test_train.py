@@ -1,7 +1,6 @@
 """Tiny real training runs: what they write loads, resumes continue, augmentation stays in training."""
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from PIL import Image
 from pipeline import datasets, train
 from pipeline.analysis import METHODS, Analyzer
 from pipeline.augment import AUGMENTATIONS, build_augmenter
-from pipeline.spec import load_spec
+from pipeline.spec import SpecError, load_spec
 from tests.pipeline.mldata import make_prepared
 
 SIZE = 32
@@ -254,8 +253,7 @@ def test_fine_tuning_starts_from_the_trained_model_and_names_it_in_the_card(lens
     assert all(np.array_equal(a, b) for a, b in zip(start.weights, trained.get_weights()))
     card = train.train(prepared, tmp_path / "tuned", tiny_config(epochs=1, init=str(trained_dir)),
                        select_method=False)
-    digest = hashlib.sha256((trained_dir / "model.keras").read_bytes()).hexdigest()
-    assert card["init"] == {"model": str(trained_dir), "file_sha256": digest}
+    assert card["init"] == {"model": str(trained_dir), "digest": load_spec(trained_dir).digest()}
     assert card["config"]["init"] == str(trained_dir)
 
 
@@ -263,6 +261,6 @@ def test_fine_tuning_starts_from_the_trained_model_and_names_it_in_the_card(lens
 def test_fine_tuning_from_another_architecture_names_the_difference(lens_card, prepared, tmp_path):
     trained_dir, _ = lens_card
     with pytest.raises(ValueError, match=r"does not fit the model being trained.*--width"):
-        train.fit(prepared, tmp_path, tiny_config(epochs=1, width=8, init=str(trained_dir / "model.keras")))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        train.fit(prepared, tmp_path, tiny_config(epochs=1, init=str(tmp_path / "missing.keras")))
+        train.fit(prepared, tmp_path, tiny_config(epochs=1, width=8, init=str(trained_dir / "model.json")))
+    with pytest.raises(SpecError):
+        train.fit(prepared, tmp_path, tiny_config(epochs=1, init=str(tmp_path / "missing")))

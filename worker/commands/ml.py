@@ -157,7 +157,7 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
 @click.option("--name", help="Model name in model.json (default: DATA-ARCH).")
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in OUT.")
 @click.option("--init", "init", type=click.Path(exists=True, path_type=Path),
-              help="Start from a trained model's weights (its folder or .keras file) of the same "
+              help="Start from a trained model's weights (its folder or model.json) of the same "
                    "architecture and width: fine-tuning, e.g. the default model on your own scans.")
 @click.option("--select-method/--no-select-method", default=True, show_default=True,
               help="Choose the CAM method that localises best on VALIDATION.")

@@ -41,7 +41,7 @@ class BatchAnalysis:
     """Everything one pass yields for a batch of N scans."""
 
     probabilities: np.ndarray  # (N, K) float32
-    cams: np.ndarray  # (N, h, w) float32 in [0, 1] at the model input size
+    cams: np.ndarray  # (N, h, w) float32 in [0, 1] at the target layer's resolution
     neurons: np.ndarray  # (N, C) float32 GAP of the target layer's maps
     class_names: tuple[str, ...]
     predicted: np.ndarray  # (N,) int: the class each map explains
@@ -125,9 +125,8 @@ class Analyzer:
 
     def _empty(self) -> BatchAnalysis:
         k = len(self.spec.class_names)
-        height, width, _ = self.input_shape
         self._compiled()
-        channels = self.graph.model.outputs[1].shape[-1]
+        _, height, width, channels = self.graph.model.outputs[1].shape
         return BatchAnalysis(np.zeros((0, k), np.float32), np.zeros((0, height, width), np.float32),
                              np.zeros((0, channels), np.float32), self.spec.class_names,
                              np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -181,7 +180,7 @@ def fused_pass(graph: CamGraph, method: CamMethod, spec: ModelSpec, images: Any)
     # Each image's score depends on its own maps only, so the summed gradient is per image.
     gradients = tape.gradient(picked, features) if method.needs_gradients else None
     probabilities = tf.nn.sigmoid(scores) if graph.activation == "sigmoid" else tf.nn.softmax(scores)
-    maps = method.maps(CamInputs(images, features, gradients, chosen), tuple(images.shape[1:3]))
+    maps = method.maps(CamInputs(images, features, gradients, chosen))
     return probabilities, maps, tf.reduce_mean(features, axis=(1, 2)), chosen
 
 

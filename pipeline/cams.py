@@ -1,10 +1,12 @@
 """Class activation map methods: one base, each method overriding only the channel weights.
 
-A map is ReLU(sum over channels k of w_k * A_k), computed at the feature maps' resolution,
-resized (bilinear) to the model input and divided by its own maximum, so an all-zero map stays
-zero instead of becoming NaN, and nothing is min-max stretched or inverted. Every operation keeps
-the batch axis: images never share gradients or weights. All of it runs inside the caller's
-compiled function.
+A map is ReLU(sum over channels k of w_k * A_k) at the target layer's own resolution, divided by
+its maximum, so an all-zero map stays zero instead of becoming NaN, and nothing is min-max
+stretched or inverted. Maps leave the compiled pass at that resolution and are upsampled once,
+straight to each scan's original size, by ``pipeline.overlay.upsample``: resizing every map to the
+model input first cost ~10 % of a small CNN's pass, and the full-size map was then resized again.
+Every operation keeps the batch axis: images never share gradients or weights. All of it runs
+inside the caller's compiled function.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-Resize = Callable[[tf.Tensor, tuple[int, int]], tf.Tensor]
 Normalise = Callable[[tf.Tensor], tf.Tensor]
 
 
@@ -27,11 +28,6 @@ class CamInputs:
     features: tf.Tensor  # (N, h, w, C) target layer maps
     gradients: tf.Tensor | None  # (N, h, w, C) d(chosen class score)/d(features); None if unneeded
     chosen: tf.Tensor  # (N,) int32 class explained for each image
-
-
-def resize_bilinear(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Resize (N, h, w) maps to size (height, width), bilinear."""
-    return tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
 
 
 def divide_by_max(maps: tf.Tensor) -> tf.Tensor:
@@ -46,20 +42,19 @@ class CamMethod:
     name = ""
     needs_gradients = True
 
-    def __init__(self, resize: Resize = resize_bilinear, normalise: Normalise = divide_by_max) -> None:
-        self.resize, self.normalise = resize, normalise
+    def __init__(self, normalise: Normalise = divide_by_max) -> None:
+        self.normalise = normalise
 
     def channel_weights(self, inputs: CamInputs) -> tf.Tensor:
         """Return weights (N, C), or elementwise weights (N, h, w, C)."""
         raise NotImplementedError
 
-    def maps(self, inputs: CamInputs, size: tuple[int, int]) -> tf.Tensor:
-        """Return (N, height, width) maps in [0, 1] for ``size`` (height, width)."""
+    def maps(self, inputs: CamInputs) -> tf.Tensor:
+        """Return (N, h, w) maps in [0, 1] at the resolution (h, w) of the target layer."""
         weights = self.channel_weights(inputs)
         if weights.shape.rank == 2:
             weights = weights[:, None, None, :]
-        raw = tf.nn.relu(tf.reduce_sum(weights * inputs.features, axis=-1))
-        return self.normalise(tf.nn.relu(self.resize(raw, size)))
+        return self.normalise(tf.nn.relu(tf.reduce_sum(weights * inputs.features, axis=-1)))
 
 
 class GradCam(CamMethod):
@@ -103,7 +98,7 @@ class ClassActivationMap(CamMethod):
     name = "cam"
     needs_gradients = False
 
-    def __init__(self, class_kernel: np.ndarray, **kwargs: Resize | Normalise) -> None:
+    def __init__(self, class_kernel: np.ndarray, **kwargs: Normalise) -> None:
         super().__init__(**kwargs)
         self.class_kernel = tf.constant(class_kernel.T, dtype=tf.float32)  # (K, C)
 
@@ -123,7 +118,7 @@ class ScoreCam(CamMethod):
     needs_gradients = False
 
     def __init__(self, scores: Callable[[tf.Tensor], tf.Tensor], channels_per_pass: int = 8,
-                 **kwargs: Resize | Normalise) -> None:
+                 **kwargs: Normalise) -> None:
         super().__init__(**kwargs)
         self.scores, self.channels_per_pass = scores, channels_per_pass
 

@@ -7,10 +7,11 @@ safely overwrite, an earlier one.
 Writing is the costliest stage of a scan on a small model, so each step was measured on 200 Br35H
 scans (~370 x 370 px; ``benchmarks/bench_overlay.py``): the overlay PNG is filtered with numpy and
 deflated by libdeflate (~3 ms a scan where Pillow took ~12 ms, files 3-4 % smaller), the blend is one
-3-byte gather per pixel, and the heatmap npz holds a float16 map deflated by libdeflate. Blending the thumbnail
-at its own size from the resized scan and map cost the same as resizing the overlay (1.2-1.3 ms
-either way), so the overlay is resized. The encoders, Pillow's resize and numpy's loops release the
-GIL, so the writer threads of ``worker/local.py`` can run beside the model.
+3-byte gather per pixel, and the heatmap npz keeps the raw map at the target layer's resolution
+(a few KiB). Blending the thumbnail at its own size from the resized scan and map cost the same as
+resizing the overlay (1.2-1.3 ms either way), so the overlay is resized. The encoders, Pillow's
+resize and numpy's loops release the GIL, so the writer threads of ``worker/local.py`` can run beside
+the model.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ PNG_FILTER_UP = 2  # each byte minus the one above: a vectorised subtraction, sm
 # Thumbnails are previews: JPEG encodes one in a fraction of a millisecond where PNG took ~4 ms
 # (deflate is most of a scan's output cost on a small CNN), at a third of the size.
 THUMBNAIL_QUALITY = 85
-# The raw heatmap is kept as float16 (a [0, 1] map to within 2.4e-4, 16x finer than the overlay's
-# 256 levels) and deflated by libdeflate (pipeline.npz): ~1 ms and ~69 KiB for a 224 x 224 map,
-# where float32 through zlib level 1 took ~6 ms for 132 KiB and float32 stored was 196 KiB.
-HEATMAP_DTYPE = np.float16
+# The raw heatmap is the map as the model's target layer gives it (e.g. 28 x 28), float32 and
+# deflated (pipeline.npz): ~3 KiB in a few microseconds. Kept upsampled to the model input
+# (224 x 224) instead, it took ~0.9 ms and ~69 KiB a scan even as float16.
+HEATMAP_DTYPE = np.float32
 NPZ_COMPRESS_LEVEL = 1
 
 
@@ -220,13 +221,14 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
                   cmap: str = "turbo") -> Outputs:
     """Write ``<stem>.overlay.png``, ``<stem>.thumb.jpg`` and ``<stem>.heatmap.npz`` for one scan.
 
-    The npz holds ``cam`` (the raw map at the model's input size, float16) and ``size`` (the scan's
-    width and height); ``load_heatmap`` gives it back at the scan's size, exactly as drawn.
+    The npz holds ``cam`` (the raw map as given, float32) and ``size`` (the scan's width and
+    height); ``load_heatmap`` gives it back at the scan's size, exactly as drawn.
 
     Args:
         stem: output path without suffix; parent folders are created.
         pixels: (H, W[, C]) uint8 scan at its original size.
-        cam: (h, w) map in [0, 1] at the model's input size.
+        cam: (h, w) map in [0, 1] at any resolution, usually the target layer's; it is upsampled
+            once, bilinearly, to the scan's size.
         alpha: opacity of the hottest overlay pixels.
         cmap: ``turbo`` or ``inferno``.
 
@@ -235,7 +237,7 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
     """
     stem = Path(stem)
     stored = _as_map(cam).astype(HEATMAP_DTYPE)
-    cam = stored.astype(np.float32)  # draw from the stored values: load_heatmap gives the same map
+    cam = stored.astype(np.float32, copy=False)  # draw from the stored values, as load_heatmap reads them
     height, width = np.shape(pixels)[:2]
     heat = upsample(cam, (width, height))  # bilinear: stays within the cam's [0, 1]
     overlay = _blend(grayscale(pixels), _levels(heat), alpha, cmap)
@@ -250,9 +252,9 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
 def load_heatmap(path: str | Path) -> np.ndarray:
     """Return a stored heatmap at its scan's original size, as ``write_outputs`` drew it.
 
-    The file keeps the raw map at the model's resolution and the scan's size, not the upsampled map:
-    compressing a full-size float map cost more than the model's whole forward pass on a small CNN
-    (benchmarks/bench_overlay.py), and upsampling is exact and cheap to repeat.
+    The file keeps the raw map at the target layer's resolution and the scan's size, not the
+    upsampled map: compressing a full-size float map cost more than the model's whole forward pass
+    on a small CNN (benchmarks/bench_overlay.py), and upsampling is exact and cheap to repeat.
 
     Args:
         path: a ``.heatmap.npz`` written by ``write_outputs``.

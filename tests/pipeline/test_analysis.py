@@ -33,8 +33,8 @@ def random_batch(analyzer: Analyzer, count: int) -> np.ndarray:
 
 
 def check_result(result, count: int, analyzer: Analyzer, channels: int) -> None:
-    height, width, _ = analyzer.input_shape
     k = len(analyzer.spec.class_names)
+    _, height, width, _ = analyzer.graph.model.outputs[1].shape  # the target layer's resolution
     assert result.probabilities.shape == (count, k) and result.probabilities.dtype == np.float32
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1, atol=1e-5)
     assert result.cams.shape == (count, height, width) and result.cams.dtype == np.float32
@@ -150,7 +150,7 @@ def test_memory_stays_flat_over_many_batches(models_dir, method) -> None:
 def test_empty_batch_gives_empty_results(models_dir) -> None:
     analyzer = Analyzer(load_spec(built(models_dir, "functional")), "gradcam")
     result = analyzer.analyze(np.zeros((0, 48, 48, 3), np.float32))
-    assert result.probabilities.shape == (0, 2) and result.cams.shape == (0, 48, 48)
+    assert result.probabilities.shape == (0, 2) and result.cams.shape == (0, 24, 24)  # conv2's maps
     assert result.neurons.shape == (0, 8) and result.predicted.shape == (0,)
 
 

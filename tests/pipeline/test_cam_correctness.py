@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.analysis import METHODS, Analyzer
+from pipeline.overlay import upsample
 from pipeline.spec import load_spec, write_spec
 from tests.builders.models import BLOB_SIGMA, blob_images, build_once, train_blob_model
 
@@ -84,10 +85,10 @@ def chosen_score(scores: tf.Tensor, sigmoid: bool) -> tf.Tensor:
     return tf.gather(scores, tf.argmax(scores, axis=1), axis=1, batch_dims=1)
 
 
-def heatmap(features: np.ndarray, weights: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    raw = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1))
-    resized = tf.nn.relu(tf.image.resize(raw[..., None], size)[..., 0]).numpy()
-    return resized / resized.max() if resized.max() > 0 else resized
+def heatmap(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Grad-CAM's map at the features' resolution, divided by its maximum."""
+    raw = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1)).numpy()
+    return raw / raw.max() if raw.max() > 0 else raw
 
 
 def reference_gradients(forward: Forward, image: np.ndarray, sigmoid: bool) -> tuple[np.ndarray, ...]:
@@ -129,28 +130,27 @@ def analyzer_for(root: Path, kind: str, output: str, target: str, **options) -> 
 
 def check_against_reference(analyzer: Analyzer, forward: Forward, sigmoid: bool,
                             behind_gap: bool = False) -> None:
-    height, width, _ = analyzer.input_shape
     images = distinct_images(BATCH, analyzer.input_shape)
     maps = analyzer.analyze(images).cams
     per_image = [reference_gradients(forward, image, sigmoid) for image in images]
-    size = (height, width)
-    expected = np.stack([heatmap(f, g.mean(axis=(0, 1)), size) for f, g, _ in per_image])
+    expected = np.stack([heatmap(f, g.mean(axis=(0, 1))) for f, g, _ in per_image])
+    assert maps.shape == expected.shape  # the target layer's resolution
     np.testing.assert_allclose(maps, expected, atol=TOLERANCE)
     assert (expected.max(axis=(1, 2)) > 0).sum() >= BATCH // 2, "too few non-empty maps to compare"
     if behind_gap:
         # Right behind GAP -> Dense every image's gradients are the class weights over h * w, so
         # batch means and probabilities change nothing; the comparison can still fail: the other
         # direction of the weights (the other class, or a sign slip) draws other maps.
-        flipped = np.stack([heatmap(f, -g.mean(axis=(0, 1)), size) for f, g, _ in per_image])
+        flipped = np.stack([heatmap(f, -g.mean(axis=(0, 1))) for f, g, _ in per_image])
         assert np.abs(flipped - expected).max() > 100 * TOLERANCE
         return
     # The comparison can fail: averaging gradients over the batch, or taking them on the
     # probabilities instead of the logits, gives maps a hundred tolerances from the reference.
     batch_mean = np.mean([g.mean(axis=(0, 1)) for _, g, _ in per_image], axis=0)
-    mixed = np.stack([heatmap(f, batch_mean, size) for f, _, _ in per_image])
+    mixed = np.stack([heatmap(f, batch_mean) for f, _, _ in per_image])
     assert np.abs(mixed - expected).max() > 100 * TOLERANCE
     if not sigmoid:  # for one sigmoid unit the two gradients differ by a positive factor only
-        on_probability = np.stack([heatmap(f, p.mean(axis=(0, 1)), size) for f, _, p in per_image])
+        on_probability = np.stack([heatmap(f, p.mean(axis=(0, 1))) for f, _, p in per_image])
         assert np.abs(on_probability - expected).max() > 100 * TOLERANCE
 
 
@@ -185,7 +185,8 @@ def test_every_method_points_at_the_blob(blob_model: Path, method: str) -> None:
     analyzer = Analyzer(load_spec(blob_model), method)
     result = analyzer.analyze(np.stack([analyzer.prepare(image) for image in pixels]))
     assert (result.predicted == labels).mean() >= 0.97, "the blob model did not learn its task"
-    maps = result.cams[labels == 1]
+    height, width = pixels.shape[1:3]
+    maps = np.stack([upsample(cam, (width, height)) for cam in result.cams[labels == 1]])  # as written
     ys, xs = np.unravel_index(maps.reshape(len(maps), -1).argmax(axis=1), maps.shape[1:])
     distance = np.hypot(xs - centres[labels == 1, 0], ys - centres[labels == 1, 1])
     assert (distance <= 2 * BLOB_SIGMA).mean() >= 0.95

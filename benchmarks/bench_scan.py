@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--only", choices=("small", "xception"), help="run one of the two models")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(prefix="bench-scan-") as name:
@@ -201,6 +202,8 @@ def main() -> None:
         print(f"{'model':<18} {'predict/s':>10} {'scan/s':>8} {'serial/s':>9} {'scan/predict':>13} "
               f"{'scan/serial':>12}")
         for model in MODELS:
+            if args.only and not model.lower().startswith(args.only):
+                continue
             rates = bench(model, tmp / "scans", tmp, args.rounds, args.batch)
             print(f"{model:<18} {rates['predict']:>10.1f} {rates['scan']:>8.1f} {rates['serial']:>9.1f} "
                   f"{rates['scan'] / rates['predict']:>12.2f}x {rates['scan'] / rates['serial']:>11.2f}x",

@@ -13,7 +13,7 @@ import os
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +80,41 @@ def has_splits(folder: str | Path) -> bool:
 
 
 def find_split(folder: str | Path, split: str) -> list[Example]:
-    """Return the examples of one split (TRAIN, VALIDATION or TEST) of a prepared folder."""
+    """Return the examples of one split (TRAIN, VALIDATION or TEST) of a prepared folder.
+
+    When the folder's ``manifest.csv`` comes from ``prepare-data``, each example's group is its
+    near-duplicate group, so that statistics over the split can treat a group as one unit.
+    """
     path = Path(folder) / split
     if not path.is_dir():
         raise DataError(f"{folder} has no {split} folder: run 'tumorlens prepare-data' first")
-    return find_examples(path)
+    examples = find_examples(path)
+    groups = _manifest_groups(Path(folder), split)
+    if not groups:
+        return examples
+    return [replace(e, group=groups.get(e.path.relative_to(path).as_posix(), e.group)) for e in examples]
+
+
+def _manifest_groups(folder: Path, split: str) -> dict[str, str]:
+    """Return {path below the split folder: group} from the folder's manifest, else {}.
+
+    A ``prepare-data`` manifest gives near-duplicate groups (SRC/<YES>/<rest> was placed at
+    <split>/<class>/<rest>); a ``split-cases`` manifest gives cases (slices were placed at
+    <split>/<label>/<file name>).
+    """
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        return {}
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        rows = [row for row in reader if row.get("split") == split]
+    if {"path", "class", "group"} <= columns:
+        return {"/".join((row["class"], *Path(row["path"]).parts[1:])): f"group {row['group']}"
+                for row in rows}
+    if {"label", "case", "source"} <= columns:
+        return {f"{row['label']}/{Path(row['source']).name}": row["case"] for row in rows}
+    return {}
 
 
 def evaluation_examples(folder: str | Path) -> list[Example]:

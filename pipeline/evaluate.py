@@ -39,6 +39,7 @@ class Tally:
     methods: Sequence[str]
     labels: list[int] = field(default_factory=list)
     tumor_probability: list[float] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # near-duplicate group or case of each scan
     scores: dict[str, list[dict]] = field(default_factory=dict)
     baseline: list[dict] = field(default_factory=list)
     neurons: object = None
@@ -114,6 +115,7 @@ def _tally_batch(tally: Tally, analyzers: dict, batch: Batch) -> None:
         tally.scores[method].extend(_localise(result.cams, batch))
         if method == tally.methods[0]:
             tally.labels.extend(labels.tolist())
+            tally.groups.extend(e.group for e in batch.examples)
             tally.tumor_probability.extend(np.asarray(result.tumor_probability).tolist())
             _update_neurons(tally, np.asarray(result.neurons), labels)
     tally.baseline.extend(_baseline(batch))
@@ -150,7 +152,8 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
         faithful: how many tumor scans get deletion/insertion curves per method (0 = none).
 
     Returns:
-        A JSON-ready report: ``classification``, ``neurons``, ``localisation`` (per method,
+        A JSON-ready report: ``classification`` (with ``intervals``: 95 % bootstrap intervals that
+        draw whole near-duplicate groups or cases), ``neurons``, ``localisation`` (per method,
         with ``centre_baseline``), ``skipped`` (unreadable scans and why), ``faithfulness``
         when asked, ``seconds``.
     """
@@ -168,7 +171,10 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
                          + "; ".join(f"{s['path']}: {s['error']}" for s in skipped[:3]))
     report = {
         "model": spec.name,
-        "classification": metrics.classification_metrics(tally.labels, tally.tumor_probability),
+        "classification": {
+            **metrics.classification_metrics(tally.labels, tally.tumor_probability),
+            "intervals": metrics.bootstrap_intervals(tally.labels, tally.tumor_probability, tally.groups),
+        },
         "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},
                          "centre_baseline": metrics.summarise(tally.baseline)},

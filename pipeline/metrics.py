@@ -73,6 +73,76 @@ def classification_metrics(labels: Sequence[int], tumor_probability: Sequence[fl
     }
 
 
+BOOTSTRAP_ROUNDS = 2000
+
+
+def bootstrap_intervals(labels: Sequence[int], tumor_probability: Sequence[float],
+                        groups: Sequence[str] | None = None, level: float = 0.95,
+                        rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0, threshold: float = 0.5) -> dict:
+    """Return percentile-bootstrap confidence intervals of accuracy, sensitivity, specificity, AUC.
+
+    When ``groups`` is given, whole groups are drawn with replacement (a cluster bootstrap): scans of
+    one near-duplicate group or one patient are not independent, and drawing them one by one gives
+    intervals that are too narrow. Without groups every scan is its own.
+
+    Args:
+        labels: 0/1 ground truth (1 = tumor).
+        tumor_probability: predicted tumor probabilities.
+        groups: one group name per scan, or None.
+        level: coverage of each interval.
+        rounds: bootstrap resamples.
+        seed: seeds the resampling, so the same inputs give the same intervals.
+        threshold: the probability at or above which a scan is called tumor.
+
+    Returns:
+        A JSON-ready dict: ``level``, ``rounds``, ``clusters`` (groups drawn from) and, per metric,
+        ``[low, high]`` (None when no resample had the scans it needs, e.g. no tumor scans).
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    probability = np.asarray(tumor_probability, dtype=np.float64)
+    if labels.size == 0 or labels.shape != probability.shape:
+        raise ValueError("need one probability per label, and at least one scan")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie between 0 and 1, not {level}")
+    codes = (np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1] if groups is not None
+             else np.arange(labels.size))
+    if codes.shape != labels.shape:
+        raise ValueError("need one group per scan")
+    clusters = int(codes.max()) + 1
+    draws = np.random.default_rng(seed).integers(0, clusters, (rounds, clusters))
+    counts = np.zeros((rounds, clusters))
+    np.add.at(counts, (np.arange(rounds)[:, None], draws), 1.0)
+    weights = counts[:, codes]  # (rounds, scans): how often each scan was drawn
+    correct = ((probability >= threshold) == labels.astype(bool)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "accuracy": weights @ correct / weights.sum(axis=1),
+            "sensitivity": weights @ (correct * labels) / (weights @ labels),
+            "specificity": weights @ (correct * (1 - labels)) / (weights @ (1 - labels)),
+            "roc_auc": _weighted_auc(labels, probability, weights),
+        }
+    tail = 100 * (1 - level) / 2
+    intervals = {}
+    for name, samples in values.items():
+        finite = samples[np.isfinite(samples)]
+        intervals[name] = ([float(v) for v in np.percentile(finite, [tail, 100 - tail])]
+                           if finite.size else None)
+    return {"level": level, "rounds": rounds, "clusters": clusters, **intervals}
+
+
+def _weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Return each row's ROC AUC with those sample weights (ties count half; NaN without both classes)."""
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # one block per tied score
+    positive = np.add.reduceat(weights[:, order] * labels[order], starts, axis=1)
+    negative = np.add.reduceat(weights[:, order] * (1 - labels[order]), starts, axis=1)
+    below = np.cumsum(negative, axis=1) - negative  # negatives scored strictly lower
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, (positive * (below + negative / 2)).sum(axis=1) / pairs, np.nan)
+
+
 def pointing_hit(point: tuple[int, int], mask: np.ndarray,
                  tolerance: int = POINTING_TOLERANCE) -> bool:
     """Tell whether any mask pixel lies within ``tolerance`` pixels of ``point`` (x, y)."""

@@ -34,6 +34,9 @@ def test_a_perfect_classifier_scores_perfectly(report):
     assert classification["roc_auc"] == 1.0
     assert classification["confusion_matrix"] == [[10, 0], [0, 10]]
     assert classification["ece"] < 0.01  # its probabilities are all but 0 and 1
+    intervals = classification["intervals"]
+    assert intervals["clusters"] == 20  # no manifest groups: every scan is its own
+    assert intervals["accuracy"] == intervals["roc_auc"] == [1.0, 1.0]  # no resample errs
 
 
 def test_maps_of_the_bright_spot_point_at_the_outlined_tumor(report):

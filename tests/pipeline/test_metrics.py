@@ -155,3 +155,62 @@ def test_deletion_and_insertion_reward_a_map_that_points_at_the_evidence():
     assert bad["insertion"] == pytest.approx(0.25)
     assert good["n"] == 2
     assert set(calls) == {9}  # each image's 9 steps go through the model as one batch
+
+
+def skilled_scores(n: int = 200, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    return labels, np.clip(0.35 * labels + 0.65 * rng.random(n), 0, 1).round(2)  # with ties
+
+
+def test_weighted_auc_matches_sklearn_with_sample_weights():
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = skilled_scores()
+    weights = np.random.default_rng(2).integers(0, 4, (6, labels.size)).astype(float)
+    expected = [roc_auc_score(labels, scores, sample_weight=w) for w in weights]
+    np.testing.assert_allclose(metrics._weighted_auc(labels.astype(float), scores, weights), expected)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_repeat_with_the_seed():
+    labels, scores = skilled_scores()
+    point = metrics.classification_metrics(labels, scores)
+    intervals = metrics.bootstrap_intervals(labels, scores)
+    assert (intervals["level"], intervals["clusters"]) == (0.95, labels.size)
+    for key in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+        low, high = intervals[key]
+        assert 0 <= low < point[key] < high <= 1, key
+    assert metrics.bootstrap_intervals(labels, scores) == intervals
+    assert metrics.bootstrap_intervals(labels, scores, seed=1) != intervals
+    narrow = metrics.bootstrap_intervals(labels, scores, level=0.5)["accuracy"]
+    assert intervals["accuracy"][0] < narrow[0] < narrow[1] < intervals["accuracy"][1]
+
+
+def test_copies_drawn_as_one_group_count_as_one_scan():
+    """Five copies of every scan: drawn one by one they fake a precise estimate, drawn by group not."""
+    labels, scores = skilled_scores(60)
+    alone = metrics.bootstrap_intervals(labels, scores)
+    copies = np.repeat(labels, 5), np.repeat(scores, 5)
+    by_scan = metrics.bootstrap_intervals(*copies)
+    by_group = metrics.bootstrap_intervals(*copies, groups=np.repeat(np.arange(60).astype(str), 5))
+    width = {name: r["accuracy"][1] - r["accuracy"][0]
+             for name, r in (("alone", alone), ("scan", by_scan), ("group", by_group))}
+    assert by_group["clusters"] == 60
+    assert width["scan"] < 0.6 * width["alone"]
+    assert width["group"] == pytest.approx(width["alone"], rel=0.25)
+
+
+def test_intervals_need_both_classes_where_the_metric_does():
+    intervals = metrics.bootstrap_intervals([0, 0, 0, 0], [0.1, 0.2, 0.7, 0.3])
+    assert intervals["sensitivity"] is None and intervals["roc_auc"] is None
+    assert intervals["specificity"] is not None
+
+
+@pytest.mark.parametrize("args, message", [
+    (([], []), "at least one scan"),
+    (([0, 1], [0.5]), "one probability per label"),
+    (([0, 1], [0.2, 0.8], ["a"]), "one group per scan"),
+])
+def test_bootstrap_refuses_inputs_that_do_not_match(args, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.bootstrap_intervals(*args)

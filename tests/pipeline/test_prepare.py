@@ -291,3 +291,17 @@ def test_br35h_outline_test_images_sit_with_their_earlier_copies(br35h_prepared)
     late = [r for r in yes if 701 <= number[r["path"]] <= 800 and r["group"] in early_groups]
     assert len(late) >= 54
     assert all(early_groups[r["group"]] == {r["split"]} for r in late)
+
+
+def test_a_prepared_split_reads_back_with_its_near_duplicate_groups(tmp_path, families):
+    """find_split gives each scan its manifest group, so statistics can draw a group as one unit."""
+    from pipeline.datasets import find_split
+
+    prepare_data(tmp_path / "src", tmp_path / "dest", seed=1)
+    rows = {row["path"]: row for row in read_manifest(tmp_path / "dest")}
+    group_of = {f"{row['class']}/{Path(path).name}": f"group {row['group']}" for path, row in rows.items()}
+    for split in SPLITS:
+        examples = find_split(tmp_path / "dest", split)
+        assert examples and all(e.group == group_of[f"{e.path.parent.name}/{e.path.name}"] for e in examples)
+    members = [e for split in SPLITS for e in find_split(tmp_path / "dest", split)]
+    assert len({e.group for e in members}) == len(families) < len(members)

@@ -39,6 +39,11 @@ def test_evaluate_json_has_every_number_in_range(model, prepared):
     classification = report["classification"]
     assert {"accuracy", "sensitivity", "specificity", "roc_auc", "confusion_matrix", "ece", "n"} <= set(classification)
     assert classification["n"] == 10  # the TEST split: five of each class
+    intervals = classification["intervals"]
+    assert intervals["level"] == 0.95 and intervals["clusters"] == 10
+    for key in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+        low, high = intervals[key]
+        assert 0.0 <= low <= classification[key] <= high <= 1.0
     for key in ("accuracy", "sensitivity", "specificity", "roc_auc", "ece"):
         assert 0.0 <= classification[key] <= 1.0
     localisation = report["localisation"]
@@ -53,6 +58,7 @@ def test_evaluate_all_methods_prints_one_comparison_table(model, prepared):
     assert result.exit_code == 0, result.output
     for method in (*METHODS, "centre baseline", "pointing game", "accuracy"):
         assert method in result.output
+    assert "95% CI (bootstrap over 6 groups" in " ".join(result.output.split())
     as_json = json.loads(run("evaluate", model, prepared / "TEST", "--method", "all", "--limit", "6",
                              "--json").output)
     assert set(as_json["localisation"]) == {*METHODS, "centre_baseline"}

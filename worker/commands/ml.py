@@ -54,6 +54,22 @@ def _classification_table(title: str, metrics: dict):
     return table
 
 
+def _intervals_line(metrics: dict) -> str:
+    """Return the bootstrap intervals of a classification report as one line ("" without them)."""
+    intervals = metrics.get("intervals")
+    if not intervals:
+        return ""
+
+    def span(key: str, scale: float, digits: int) -> str:
+        bounds = intervals[key]
+        return "-" if bounds is None else "–".join(f"{scale * b:.{digits}f}" for b in bounds)
+
+    return (f"{intervals['level']:.0%} CI (bootstrap over {intervals['clusters']} groups of "
+            f"near-duplicates or cases): accuracy {span('accuracy', 100, 1)} %, sensitivity "
+            f"{span('sensitivity', 100, 1)} %, specificity {span('specificity', 100, 1)} %, "
+            f"ROC AUC {span('roc_auc', 1, 3)}")
+
+
 def _localisation_table(report: dict):
     from rich.table import Table
 
@@ -81,6 +97,7 @@ def _print_report(report: dict) -> None:
 
     console = Console()
     console.print(_classification_table(f"{report['model']}: classification", report["classification"]))
+    console.print(_intervals_line(report["classification"]))
     if any(s.get("n") for s in report["localisation"].values()):
         console.print(_localisation_table(report))
     else:
@@ -194,6 +211,7 @@ def _print_card(card: dict, out: Path) -> None:
     console.print(f"best epoch {card['best_epoch']}; CAM method {card['cam_method']}")
     for domain, report in card["test"].items():
         console.print(_classification_table(f"TEST {domain}", report["classification"]))
+        console.print(_intervals_line(report["classification"]))
         if any(s.get("n") for s in report["localisation"].values()):
             console.print(_localisation_table(report))
     console.print(f"wrote {out / 'model.keras'}, {out / 'model.json'}, {out / 'model_card.json'}")

@@ -3,13 +3,18 @@
 Every process starts in a session of its own so that stopping it also stops what it forked
 (Celery's pool children); ``ProcessGroup`` stops all it started even when a test fails.
 
-Run as ``python -m tests.builders.processes ARGS`` it is the ``tumorlens`` command with one
-test-only addition: a Pillow plugin that kills the process reading a file which starts with
-``POISON_MAGIC``, like a decoder crashing on a malformed file. Product code never sees it.
+Run as ``python -m tests.builders.processes ARGS`` it is the ``tumorlens`` command with two
+test-only Pillow plugins: one kills the process reading a file which starts with ``POISON_MAGIC``,
+like a decoder crashing on a malformed file; the other hangs on a file which starts with
+``HANG_MAGIC``, like a decoder stuck in a loop, until a signal (a task's time limit) interrupts it.
+With ``SLOW_IMPORT_ENV`` set to ``MODULE:SECONDS``, the first import of MODULE in each process
+also waits SECONDS first, like a cold import on a loaded machine; a signal handler that raises
+cuts that import short. Product code never sees any of this.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import shutil
 import signal
@@ -26,6 +31,9 @@ from worker.commands.services import free_port, signal_group, stop_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POISON_MAGIC = b"TUMORLENS-TEST-KILLS-THE-DECODER"
+HANG_MAGIC = b"TUMORLENS-TEST-HANGS-THE-DECODER"
+HANG_SECONDS = 600  # far beyond any time limit a test sets: only a signal ends the hang
+SLOW_IMPORT_ENV = "TUMORLENS_TEST_SLOW_IMPORT"
 READY_LINE = " ready."  # Celery logs "<node> ready." once it consumes
 T = TypeVar("T")
 
@@ -178,12 +186,21 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 def write_poison(path: Path) -> Path:
     """Write a file the test decoder plugin dies on, named like a JPEG so it is enumerated."""
+    return _write_magic(path, POISON_MAGIC)
+
+
+def write_hang(path: Path) -> Path:
+    """Write a file the test decoder plugin hangs on, named like a JPEG so it is enumerated."""
+    return _write_magic(path, HANG_MAGIC)
+
+
+def _write_magic(path: Path, magic: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(POISON_MAGIC + bytes(64))
+    path.write_bytes(magic + bytes(64))
     return path
 
 
-def _register_poison_decoder() -> None:
+def _register_test_decoders() -> None:
     from PIL import Image, ImageFile
 
     class KillingDecoder(ImageFile.ImageFile):
@@ -192,12 +209,40 @@ def _register_poison_decoder() -> None:
         def _open(self) -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # what the kernel does to a runaway decoder
 
+    class HangingDecoder(ImageFile.ImageFile):
+        format = "TUMORLENS_TEST_HANG"
+
+        def _open(self) -> None:
+            time.sleep(HANG_SECONDS)  # a signal handler that raises ends the sleep early
+
+    # Pillow passes the first 16 bytes to the accept test: the two magics differ there.
     Image.register_open(KillingDecoder.format, KillingDecoder,
                         lambda prefix: prefix.startswith(POISON_MAGIC[:16]))
+    Image.register_open(HangingDecoder.format, HangingDecoder,
+                        lambda prefix: prefix.startswith(HANG_MAGIC[:16]))
+
+
+class _SlowImport(importlib.abc.MetaPathFinder):
+    """Delay the first import of one module in this process, then let the real finders find it."""
+
+    def __init__(self, module: str, seconds: float) -> None:
+        self.module, self.seconds, self.waited = module, seconds, False
+
+    def find_spec(self, name, path, target=None) -> None:
+        if name == self.module and not self.waited:
+            self.waited = True
+            time.sleep(self.seconds)
+
+
+def _register_slow_import() -> None:
+    if setting := os.environ.get(SLOW_IMPORT_ENV):
+        module, seconds = setting.rsplit(":", 1)
+        sys.meta_path.insert(0, _SlowImport(module, float(seconds)))
 
 
 if __name__ == "__main__":
-    _register_poison_decoder()
+    _register_test_decoders()
+    _register_slow_import()
     from worker.cli import main
 
     main(prog_name="tumorlens")

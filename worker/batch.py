@@ -127,11 +127,13 @@ def _decode_item(item: Item, root: Path, analyzer) -> None:
 def _guarded(item: Item, step, *args) -> None:
     try:
         step(*args)
-    except ScanError as exc:
-        item.error = str(exc)
-    except Exception:
-        log.exception("scan %s (%s) failed", item.scan_id, item.path)
-        item.error = INTERNAL_ERROR
+    except Exception as exc:
+        _raise_if_out_of_time(exc)
+        if isinstance(exc, ScanError):
+            item.error = str(exc)
+        else:
+            log.exception("scan %s (%s) failed", item.scan_id, item.path)
+            item.error = INTERNAL_ERROR
     if item.error is not None:
         item.images, item.inputs, item.analyses = [], [], []
 
@@ -145,6 +147,7 @@ def analyse(work: Work, analyzer, chunk_size: int | None = None) -> Work:
         try:
             _analyse_frames(chunk, analyzer)
         except Exception as exc:
+            _raise_if_out_of_time(exc)
             if _is_model_error(exc):
                 work.job_error = f"the model cannot be analysed: {exc}"
                 break
@@ -154,6 +157,24 @@ def analyse(work: Work, analyzer, chunk_size: int | None = None) -> Work:
     for item in work.items:
         item.inputs = []  # the pass is done: free the model inputs
     return work
+
+
+def _raise_if_out_of_time(exc: BaseException) -> None:
+    """Re-raise the task's soft time limit if it led to ``exc``: the batch ran out of time.
+
+    The limit is a signal that raises wherever the process is; decoders and Keras wrap what they
+    catch ("damaged file", "cannot load"), so the whole chain is searched. The batch then goes
+    back to the queue whole instead of blaming the scan it was on.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded  # only a Celery task has a time limit
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, SoftTimeLimitExceeded):
+            raise cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
 
 
 def _is_model_error(exc: Exception) -> bool:

@@ -2,7 +2,7 @@
 
 Nothing here runs Celery eagerly: every job goes through ``tumorlens worker`` processes, and
 the failures are real ones (a pool process SIGKILLed, Redis killed and restarted empty, a
-decoder that kills its process).
+decoder that kills its process, a decoder that hangs until the batch time limit stops it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.builders.processes import (ProcessGroup, RedisServer, log_text, pool_children,
-                                      run_cli, start_worker, tumorlens_env, wait_for, write_poison)
+                                      run_cli, start_worker, tumorlens_env, wait_for, write_hang,
+                                      write_poison)
 from tests.builders.scans import write_good_scans
 from worker.db import make_session_factory, session_scope
 from worker.models import Job, Result, Scan, ScanStatus
@@ -29,6 +30,11 @@ N_SCANS = 200
 BATCH_SIZE = 8
 SCAN_SIZE = (40, 40)
 JOB_TIMEOUT = 300
+# Seconds. A pool process's first batch imports TensorFlow and loads the model: 3-4 s on a
+# 2-core machine that is training a model at the same time, the others take well under 1 s.
+# The limit must only ever stop a hanging batch, never a slow first one.
+BATCH_TIME_LIMIT = 60
+OUT_OF_TIME = "reject requeue=True: SoftTimeLimitExceeded"  # a batch given back, in the worker log
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +240,21 @@ def test_a_scan_that_kills_its_worker_fails_and_the_rest_complete(cluster, tmp_p
     assert poisoned.path == "scan_3_010b.jpg"
     assert "started 3 times" in poisoned.error
     assert log_text(worker).count("WorkerLostError") >= 2
+
+
+def test_a_scan_that_hangs_its_batch_fails_and_the_rest_complete(cluster, tmp_path):
+    folder = tmp_path / "scans"
+    write_good_scans(folder, 3 * BATCH_SIZE, size=SCAN_SIZE, seed=4)
+    write_hang(folder / "scan_4_010b.jpg")  # sorted into the middle of the second batch
+    cluster.env["TUMORLENS_BATCH_TIME_LIMIT"] = str(BATCH_TIME_LIMIT)
+    [worker] = cluster.start_workers(1)
+    job_id = cluster.scan(folder)
+    summary = cluster.wait(job_id, timeout=JOB_TIMEOUT + 3 * BATCH_TIME_LIMIT)
+    assert summary["status"] == "done", cluster.logs()
+    assert (summary["done"], summary["failed"]) == (3 * BATCH_SIZE, 1), cluster.logs()
+    per_scan = cluster.results_per_scan(job_id)
+    assert len(per_scan) == 3 * BATCH_SIZE and set(per_scan.values()) == {1}
+    [hung] = cluster.scans(job_id, status=ScanStatus.FAILED)
+    assert hung.path == "scan_4_010b.jpg"
+    assert "started 3 times" in hung.error and "ran out of time" in hung.error, hung.error
+    assert log_text(worker).count(OUT_OF_TIME) == 2  # its batch, then the scan alone

@@ -6,10 +6,14 @@ safe to run twice: the job functions only ever touch scans that are still pendin
 
 A worker process loads its model once, on its first batch (after the fork: TensorFlow must not
 be imported in the parent), and keeps it for every later batch of the same model and method.
+TensorFlow is imported with the batch time limit held back: an import the limit cut short would
+leave the process unable to import it again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from collections import OrderedDict
 
 from celery import shared_task
@@ -133,6 +137,7 @@ def run_batch(task, factory, job_id: int, scan_ids: list[int]):
         fail_job(factory, job_id, f"the job's model cannot be used: {exc}")
         return None
     try:
+        import_tensorflow()  # before the batch is claimed: a limit hit here costs no attempt
         return jobs.process_batch(factory, analyzer, job_id, scan_ids, get_settings().output_dir)
     except SoftTimeLimitExceeded as exc:
         # Back in the queue like a crashed batch: split, then the slow scan fails on its own.
@@ -144,3 +149,33 @@ def run_batch(task, factory, job_id: int, scan_ids: list[int]):
         # a fault that follows a scan ends with that scan failed, not with a loop.
         log.exception("batch of scans %s failed", scan_ids)
         raise task.retry(exc=exc, countdown=5, max_retries=UNEXPECTED_RETRIES) from exc
+
+
+def import_tensorflow() -> None:
+    """Import Keras and TensorFlow whole, then raise the soft time limit if it came meanwhile.
+
+    The limit is a signal that raises wherever the process is. An import it cuts short leaves
+    TensorFlow half-registered, and every later import in the process fails ("Name
+    tf.RaggedTensorSpec has already been registered"), so every scan it is given would fail.
+    """
+    with soft_limit_held_back():
+        import keras  # noqa: F401  (imports TensorFlow, its backend)
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def soft_limit_held_back():
+    """Run the block whole in a pool process, raising a soft time limit that came only after it."""
+    from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler
+
+    if SIG_SOFT_TIMEOUT is None or signal.getsignal(SIG_SOFT_TIMEOUT) != soft_timeout_sighandler:
+        yield  # not a prefork pool process: no soft limit comes here
+        return
+    came: list[int] = []
+    signal.signal(SIG_SOFT_TIMEOUT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(SIG_SOFT_TIMEOUT, soft_timeout_sighandler)
+    if came:
+        raise SoftTimeLimitExceeded()

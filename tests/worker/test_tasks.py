@@ -2,7 +2,8 @@
 
 Nothing here runs Celery eagerly: every job goes through ``tumorlens worker`` processes, and
 the failures are real ones (a pool process SIGKILLed, Redis killed and restarted empty, a
-decoder that kills its process, a decoder that hangs until the batch time limit stops it).
+decoder that kills its process, a decoder that hangs until the batch time limit stops it, an
+import of TensorFlow slower than that limit).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.builders.processes import (ProcessGroup, RedisServer, log_text, pool_children,
-                                      run_cli, start_worker, tumorlens_env, wait_for, write_hang,
-                                      write_poison)
+from tests.builders.processes import (SLOW_IMPORT_ENV, ProcessGroup, RedisServer, log_text,
+                                      pool_children, run_cli, start_worker, tumorlens_env, wait_for,
+                                      write_hang, write_poison)
 from tests.builders.scans import write_good_scans
 from worker.db import make_session_factory, session_scope
 from worker.models import Job, Result, Scan, ScanStatus
@@ -35,6 +36,14 @@ JOB_TIMEOUT = 300
 # The limit must only ever stop a hanging batch, never a slow first one.
 BATCH_TIME_LIMIT = 60
 OUT_OF_TIME = "reject requeue=True: SoftTimeLimitExceeded"  # a batch given back, in the worker log
+# Modules a pool process first imports on its first batch, made slower than the limit there.
+SLOW_STEPS = {
+    # Cut short here, TensorFlow's import leaves the process unable to import it again
+    # ("Name tf.RaggedTensorSpec has already been registered").
+    "tensorflow-import": "tensorflow.python.ops.lookup_grad",
+    # Reading the .keras archive's member names; Keras reports a failure as "cannot load".
+    "model-load": "encodings.cp437",
+}
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +267,19 @@ def test_a_scan_that_hangs_its_batch_fails_and_the_rest_complete(cluster, tmp_pa
     assert hung.path == "scan_4_010b.jpg"
     assert "started 3 times" in hung.error and "ran out of time" in hung.error, hung.error
     assert log_text(worker).count(OUT_OF_TIME) == 2  # its batch, then the scan alone
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a store-neutral path
+@pytest.mark.parametrize("step", SLOW_STEPS)
+def test_a_first_batch_slower_than_the_limit_still_completes(cluster, tmp_path, step):
+    folder = tmp_path / "scans"
+    write_good_scans(folder, 2 * BATCH_SIZE, size=SCAN_SIZE, seed=5)
+    cluster.env["TUMORLENS_BATCH_TIME_LIMIT"] = str(BATCH_TIME_LIMIT)
+    delay = BATCH_TIME_LIMIT + 10  # past the soft limit, well before the hard one
+    slow = {**cluster.env, SLOW_IMPORT_ENV: f"{SLOW_STEPS[step]}:{delay}"}
+    worker = start_worker(cluster.group, slow, "worker")
+    cluster.workers.append(worker)
+    job_id = cluster.scan(folder)
+    summary = cluster.wait(job_id, timeout=JOB_TIMEOUT + 2 * BATCH_TIME_LIMIT)
+    assert log_text(worker).count(OUT_OF_TIME) == 1, cluster.logs()
+    assert_complete(cluster, job_id, summary, scans=2 * BATCH_SIZE)

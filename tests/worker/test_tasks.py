@@ -33,8 +33,9 @@ SCAN_SIZE = (40, 40)
 JOB_TIMEOUT = 300
 # Seconds. A pool process's first batch imports TensorFlow and loads the model: 3-4 s on a
 # 2-core machine that is training a model at the same time, the others take well under 1 s.
-# The limit must only ever stop a hanging batch, never a slow first one.
-BATCH_TIME_LIMIT = 60
+# The limit must only ever stop a hanging batch, never a slow first one; each test waits it out
+# two or three times, so it is not larger than that margin needs.
+BATCH_TIME_LIMIT = 30
 OUT_OF_TIME = "reject requeue=True: SoftTimeLimitExceeded"  # a batch given back, in the worker log
 # Modules a pool process first imports on its first batch, made slower than the limit there.
 SLOW_STEPS = {

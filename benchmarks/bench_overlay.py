@@ -14,6 +14,9 @@ inside ``pipeline.overlay`` are measured beside it:
   ``savez_compressed`` of the same map and against what the file held before: the map upsampled
   to the 224 x 224 input, as float16.
 
+Then, per size, what each step of ``write_outputs`` costs on its own (upsampling the map, the blend,
+the PNG, the thumbnail and its JPEG, the heatmap npz, creating the three files).
+
 All variants run interleaved in one process over the same inputs; the best round of each counts.
 A last line runs ``png_bytes`` from two threads against one, beside sha256 (which releases the GIL):
 near 2x for both means encoding overlaps with other threads, as ``worker/local.py``'s writers need;
@@ -50,8 +53,11 @@ from pipeline.overlay import (  # noqa: E402
     NPZ_COMPRESS_LEVEL,
     colormap_lut,
     grayscale,
+    jpeg_bytes,
+    peak,
     png_bytes,
     render_overlay,
+    thumbnail,
     upsample,
     write_outputs,
 )
@@ -182,6 +188,34 @@ def threads_over_one(run: Callable[[], object], rounds: int, calls: int = 40) ->
     return min(seconds(1) for _ in range(rounds)) / min(seconds(2) for _ in range(rounds))
 
 
+def measure_steps(side: int, folder: Path, rounds: int) -> None:
+    """Print what each step of ``write_outputs`` costs for scans of one size, in ms."""
+    path, cam = scan_jpeg(side, folder), smooth_cam()
+    pixels = decode(path)
+    size = (pixels.shape[1], pixels.shape[0])
+    heat = upsample(cam, size)
+    overlay = render_overlay(pixels, heat)
+    preview = thumbnail(overlay)
+    png, npz = png_bytes(overlay), npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array(size, np.int32))
+    calls = itertools.count()
+
+    def files() -> None:  # three new files, as a scan's outputs are written
+        stem = folder / f"steps{side}" / f"scan{next(calls)}"
+        stem.parent.mkdir(exist_ok=True)
+        for suffix, data in ((".overlay.png", png), (".thumb.jpg", b"x" * 9000), (".heatmap.npz", npz)):
+            stem.with_name(stem.name + suffix).write_bytes(data)
+
+    steps = {"upsample": lambda: upsample(cam, size), "grayscale": lambda: grayscale(pixels),
+             "blend incl. grayscale": lambda: render_overlay(pixels, heat), "peak": lambda: peak(heat),
+             "png": lambda: png_bytes(overlay), "thumbnail": lambda: thumbnail(overlay),
+             "thumbnail jpeg": lambda: jpeg_bytes(preview),
+             "heatmap npz": lambda: npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array(size, np.int32)),
+             "3 files": files}
+    ms = {name: seconds * 1e3 for name, seconds in best_of(rounds, steps).items()}
+    print(f"{size[0]:>5}x{size[1]:<5} steps of write_outputs, ms: "
+          + ", ".join(f"{name} {value:.2f}" for name, value in ms.items()))
+
+
 def measure_threads(folder: Path, rounds: int) -> None:
     """Print how png_bytes scales from one thread to two, with sha256 as the GIL-free reference."""
     pixels = decode(scan_jpeg(630, folder))
@@ -202,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for side in SIDES:
             measure(side, Path(folder), args.rounds)
+        for side in SIDES:
+            measure_steps(side, Path(folder), args.rounds)
         measure_heatmap(args.rounds)
         measure_threads(Path(folder), args.rounds)
     return 0

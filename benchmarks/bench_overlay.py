@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.npz import npz_bytes  # noqa: E402
 from pipeline.overlay import (  # noqa: E402
-    HEATMAP_DTYPE,
     NPZ_COMPRESS_LEVEL,
     colormap_lut,
     grayscale,
@@ -165,8 +164,7 @@ def measure_heatmap(rounds: int) -> None:
     cam = smooth_cam()
     at_input = upsample(cam, (INPUT_SIZE, INPUT_SIZE)).astype(np.float16)
     variants = {
-        "ours": lambda: npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam.astype(HEATMAP_DTYPE),
-                                  size=np.array([630, 630], np.int32)),
+        "ours": lambda: npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array([630, 630], np.int32)),
         "savez_compressed": lambda: numpy_npz(np.savez_compressed, cam),
         f"{INPUT_SIZE}px float16 (before)": lambda: npz_bytes(NPZ_COMPRESS_LEVEL, cam=at_input,
                                                               size=np.array([630, 630], np.int32)),

@@ -45,7 +45,6 @@ THUMBNAIL_QUALITY = 85
 # The raw heatmap is the map as the model's target layer gives it (e.g. 28 x 28), float32 and
 # deflated (pipeline.npz): ~3 KiB in a few microseconds. Kept upsampled to the model input
 # (224 x 224) instead, it took ~0.9 ms and ~69 KiB a scan even as float16.
-HEATMAP_DTYPE = np.float32
 NPZ_COMPRESS_LEVEL = 1
 
 
@@ -236,8 +235,7 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
         The paths written and the peak (x, y) in the scan's pixel coordinates.
     """
     stem = Path(stem)
-    stored = _as_map(cam).astype(HEATMAP_DTYPE)
-    cam = stored.astype(np.float32, copy=False)  # draw from the stored values, as load_heatmap reads them
+    cam = _as_map(cam)  # float32, stored as it is drawn: load_heatmap gives back the same map
     height, width = np.shape(pixels)[:2]
     heat = upsample(cam, (width, height))  # bilinear: stays within the cam's [0, 1]
     overlay = _blend(grayscale(pixels), _levels(heat), alpha, cmap)
@@ -245,7 +243,7 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
                     stem.with_name(f"{stem.name}.heatmap.npz"), peak(heat))
     _replace(paths.overlay, png_bytes(overlay))
     _replace(paths.thumbnail, jpeg_bytes(thumbnail(overlay)))
-    _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, cam=stored, size=np.array([width, height], np.int32)))
+    _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array([width, height], np.int32)))
     return paths
 
 

@@ -3,16 +3,15 @@
 ``np.savez`` stamps every zip entry with the current time, so the same arrays saved twice give
 different bytes; here each entry carries a fixed date.
 
-Compressed archives are deflated by libdeflate (through imagecodecs, which releases the GIL) and
-laid out here as a plain zip of deflated entries, which ``np.load`` and ``zipfile`` read: the
-standard library's zlib took 2.5-3x as long for the same size (benchmarks/bench_overlay.py).
+Archives are laid out here as a plain zip, which ``np.load`` and ``zipfile`` read; compressed
+entries are deflated by libdeflate (through imagecodecs, which releases the GIL): the standard
+library's zlib took 2.5-3x as long for the same size (benchmarks/bench_overlay.py).
 """
 
 from __future__ import annotations
 
 import io
 import struct
-import zipfile
 import zlib
 
 import imagecodecs
@@ -20,7 +19,7 @@ import numpy as np
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 _DOS_TIME, _DOS_DATE = 0, (ZIP_DATE[0] - 1980) << 9 | ZIP_DATE[1] << 5 | ZIP_DATE[2]
-_ZIP_VERSION, _DEFLATED = 20, 8
+_ZIP_VERSION, _STORED, _DEFLATED = 20, 0, 8
 
 
 def npz_bytes(compresslevel: int | None = None, **arrays: np.ndarray) -> bytes:
@@ -33,15 +32,7 @@ def npz_bytes(compresslevel: int | None = None, **arrays: np.ndarray) -> bytes:
     Returns:
         The archive's bytes.
     """
-    if compresslevel is not None:
-        return _deflated_zip({f"{name}.npy": _npy(array) for name, array in arrays.items()},
-                             compresslevel)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, array in arrays.items():
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
-            archive.writestr(entry, _npy(array))
-    return buffer.getvalue()
+    return _zip({f"{name}.npy": _npy(array) for name, array in arrays.items()}, compresslevel)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -50,12 +41,13 @@ def _npy(array: np.ndarray) -> bytes:
     return payload.getvalue()
 
 
-def _deflated_zip(entries: dict[str, bytes], level: int) -> bytes:
-    """Return a zip archive of ``entries`` deflated at ``level`` (PKWARE APPNOTE 4.3, no zip64)."""
+def _zip(entries: dict[str, bytes], level: int | None) -> bytes:
+    """Return a zip archive of ``entries``, deflated at ``level`` or stored (PKWARE APPNOTE 4.3, no zip64)."""
     parts, directory, offset = [], [], 0
+    method = _STORED if level is None else _DEFLATED
     for name, data in entries.items():
-        packed = imagecodecs.deflate_encode(data, level=level, raw=True)
-        fields = (_ZIP_VERSION, 0, _DEFLATED, _DOS_TIME, _DOS_DATE, zlib.crc32(data), len(packed),
+        packed = data if level is None else imagecodecs.deflate_encode(data, level=level, raw=True)
+        fields = (_ZIP_VERSION, 0, method, _DOS_TIME, _DOS_DATE, zlib.crc32(data), len(packed),
                   len(data), len(name.encode()))
         local = struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, 0) + name.encode()
         directory.append(struct.pack("<IH", 0x02014B50, _ZIP_VERSION)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections import OrderedDict
 
 from celery import shared_task
@@ -158,6 +159,8 @@ def import_tensorflow() -> None:
     TensorFlow half-registered, and every later import in the process fails ("Name
     tf.RaggedTensorSpec has already been registered"), so every scan it is given would fail.
     """
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
+        return  # imported whole by an earlier batch: nothing to hold the limit back for
     with soft_limit_held_back():
         import keras  # noqa: F401  (imports TensorFlow, its backend)
         import tensorflow  # noqa: F401

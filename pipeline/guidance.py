@@ -13,6 +13,7 @@ Only the training graph has the second output; the saved classifier is unchanged
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -95,8 +96,8 @@ def guided_datasets(images, masks, labels, val_images, val_masks, val_labels, *,
     return train, val
 
 
-def compile_guided(model: keras.Model, learning_rate: float, mask_weight: float) -> None:
-    """Compile a ``guided_model`` with both losses."""
+def compile_guided(model: keras.Model, learning_rate: Any, mask_weight: float) -> None:
+    """Compile a ``guided_model`` with both losses (``learning_rate``: a number or a schedule)."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss={PREDICTIONS: "sparse_categorical_crossentropy",
                         CLASS_MAP: spatial_cross_entropy},

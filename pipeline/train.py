@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,32 @@ class TrainConfig:
     extra_domains: Sequence[str] = field(default_factory=list)
     name: str | None = None
     init: str | None = None  # start from this trained model's weights (fine-tuning)
+    schedule: str = "plateau"  # "plateau" (cut on a VALIDATION plateau) or "cosine" (SCHEDULES)
+
+
+SCHEDULES = ("plateau", "cosine")
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """Return the optimizer's learning rate: a number, or a schedule over the whole run.
+
+    ``plateau`` starts at ``config.learning_rate`` and leaves the cuts to ``ReduceLROnPlateau``
+    (one of the callbacks). ``cosine`` warms up linearly from a tenth of it to it over the first
+    epoch, then decays along a cosine to 1 % of it at the last epoch; the rate depends on the step
+    alone, so a resumed run continues on the same curve.
+    """
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f'unknown learning-rate schedule "{config.schedule}"; '
+                         f'choose one of {", ".join(SCHEDULES)}')
+    if config.schedule == "plateau":
+        return config.learning_rate
+    import keras
+
+    warmup = max(steps_per_epoch, 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10,
+        decay_steps=max(config.epochs * steps_per_epoch - warmup, 1), alpha=0.01,
+        warmup_target=config.learning_rate, warmup_steps=warmup)
 
 
 @dataclass
@@ -113,13 +140,14 @@ def _trainee(model, data: SplitData, config: TrainConfig) -> tuple:
     from pipeline import guidance
 
     preprocessing = architectures.preprocessing_for(config.arch)
+    rate = learning_rate(config, -(-len(data.train_y) // config.batch_size))
     if not config.mask_weight:
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train, val = make_datasets(data, config, preprocessing)
         return model, train, val, {"class_weight": class_weights(data.train_y)}
     trainee = guidance.guided_model(model)
-    guidance.compile_guided(trainee, config.learning_rate, config.mask_weight)
+    guidance.compile_guided(trainee, rate, config.mask_weight)
     train, val = guidance.guided_datasets(
         data.train_x, data.train_m, data.train_y, data.val_x, data.val_m, data.val_y,
         augment=config.augment, seed=config.seed, batch_size=config.batch_size,
@@ -141,6 +169,8 @@ def _callbacks(out: Path, config: TrainConfig, history: list[dict]):
     import keras
 
     best = min((row["val_loss"] for row in history), default=None)
+    plateau = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
+                                                 patience=max(config.patience // 3, 1), min_lr=1e-5)]
     return [
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
@@ -148,8 +178,7 @@ def _callbacks(out: Path, config: TrainConfig, history: list[dict]):
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
-                                          patience=max(config.patience // 3, 1), min_lr=1e-5),
+        *(plateau if config.schedule == "plateau" else []),
     ]
 
 

@@ -124,6 +124,50 @@ def test_resume_continues_the_epoch_count(prepared, tmp_path):
     assert not (tmp_path / "backup").exists()  # a finished run leaves no half-done checkpoint
 
 
+class SeenRates(keras.callbacks.Callback):
+    """Record the optimizer's learning rate as each epoch begins."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rates[epoch] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def test_cosine_schedule_warms_up_for_one_epoch_then_decays_to_one_percent():
+    schedule = train.learning_rate(train.TrainConfig(learning_rate=2e-3, epochs=10,
+                                                     schedule="cosine"), steps_per_epoch=5)
+    rates = [float(schedule(step)) for step in range(51)]
+    assert rates[0] == pytest.approx(2e-4)
+    assert rates[5] == pytest.approx(2e-3)  # the peak, after one epoch of warm-up
+    assert all(a < b for a, b in zip(rates[:5], rates[1:6]))
+    assert all(a > b for a, b in zip(rates[5:50], rates[6:51]))
+    assert rates[50] == pytest.approx(2e-5)
+
+
+def test_plateau_schedule_is_the_plain_rate_and_an_unknown_one_is_named():
+    assert train.learning_rate(train.TrainConfig(learning_rate=3e-4), 10) == 3e-4
+    with pytest.raises(ValueError, match='unknown learning-rate schedule "step"; choose one of '
+                                         'plateau, cosine'):
+        train.learning_rate(train.TrainConfig(schedule="step"), 10)
+
+
+@pytest.mark.slow
+def test_a_resumed_cosine_run_continues_on_the_same_curve(prepared, tmp_path):
+    config = tiny_config(epochs=3, schedule="cosine", learning_rate=1e-2)
+    whole = SeenRates()
+    train.fit(prepared, tmp_path / "whole", config, extra_callbacks=[whole])
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(prepared, tmp_path / "cut", config, extra_callbacks=[StopAfter(0)])
+    resumed = SeenRates()
+    train.fit(prepared, tmp_path / "cut", config, resume=True, extra_callbacks=[resumed])
+    steps = 2  # 16 TRAIN images in batches of 8
+    curve = train.learning_rate(config, steps)
+    assert whole.rates == pytest.approx({e: float(curve(e * steps)) for e in range(3)})
+    assert resumed.rates == pytest.approx({1: whole.rates[1], 2: whole.rates[2]})
+
+
 @pytest.mark.slow
 def test_a_fresh_run_forgets_an_interrupted_one(prepared, tmp_path):
     with pytest.raises(KeyboardInterrupt):

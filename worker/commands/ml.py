@@ -160,6 +160,10 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
 @click.option("--width", type=click.IntRange(4), default=24, show_default=True,
               help="lens only: filters of the first stage.")
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default="plateau",
+              show_default=True,
+              help="Learning rate: cut by 0.3 when VALIDATION loss stalls (plateau), or a one-epoch "
+                   "warm-up then a cosine decay over --epochs (cosine).")
 @click.option("--patience", type=click.IntRange(1), default=8, show_default=True,
               help="Epochs without a better VALIDATION loss before stopping.")
 @click.option("--mask-weight", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -180,7 +184,7 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
               help="Choose the CAM method that localises best on VALIDATION.")
 def train_command(data: Path, out: Path, arch: str, weights: str, input_size: int, epochs: int,
                   batch_size: int, seed: int, augment: str, width: int, learning_rate: float,
-                  patience: int, mask_weight: float, extra_domains: tuple[Path, ...], annotations: Path | None,
+                  schedule: str, patience: int, mask_weight: float, extra_domains: tuple[Path, ...], annotations: Path | None,
                   cache: Path | None, name: str | None, resume: bool, init: Path | None,
                   select_method: bool) -> None:
     """Train a tumor / no-tumor classifier on DATA's TRAIN split (prepared by prepare-data).
@@ -193,7 +197,8 @@ def train_command(data: Path, out: Path, arch: str, weights: str, input_size: in
     config = TrainConfig(arch=arch, weights=None if weights == "none" else weights,
                          input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed,
                          augment=[a.strip() for a in augment.split(",") if a.strip()],
-                         learning_rate=learning_rate, patience=patience, width=width,
+                         learning_rate=learning_rate, schedule=schedule, patience=patience,
+                         width=width,
                          mask_weight=mask_weight, extra_domains=[str(p) for p in extra_domains], name=name,
                          init=str(init) if init else None)
     try:

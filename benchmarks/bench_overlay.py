@@ -10,6 +10,7 @@ inside ``pipeline.overlay`` are measured beside it:
   through ``imagecodecs.png_encode`` (level 1, run-length, Paeth on every row): time and size
   ratios, above 1 where ``png_bytes`` is faster or smaller;
 - the one-lookup blend table against the same blend done with per-pixel arithmetic;
+- ``upsample`` (two matrix products) against Pillow's float bilinear resize of the same map;
 - the heatmap file (the raw float32 map, deflated by libdeflate) against numpy's
   ``savez_compressed`` of the same map and against what the file held before: the map upsampled
   to the 224 x 224 input, as float16.
@@ -101,6 +102,11 @@ def arithmetic_blend(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -
     return (gray * (1 - weight) + colour * weight + 0.5).astype(np.uint8)
 
 
+def pillow_upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float map with Pillow's bilinear filter (what ``upsample`` did before)."""
+    return np.asarray(Image.fromarray(cam).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
 def pillow_png(overlay: np.ndarray) -> bytes:
     """Encode with Pillow: level 1, run-length strategy, adaptive per-row filters."""
     buffer = io.BytesIO()
@@ -140,6 +146,8 @@ def measure(side: int, folder: Path, rounds: int) -> None:
         "write": lambda: write_outputs(folder / f"out{side}" / f"scan{next(calls)}", pixels, cam),
         "table": lambda: render_overlay(pixels, heat),
         "arith": lambda: arithmetic_blend(pixels, heat),
+        "upsample": lambda: upsample(cam, (pixels.shape[1], pixels.shape[0])),
+        "pillow upsample": lambda: pillow_upsample(cam, (pixels.shape[1], pixels.shape[0])),
         **{name: functools.partial(encode, overlay) for name, encode in ENCODERS.items()},
     })
     ms = {name: seconds * 1e3 for name, seconds in times.items()}
@@ -150,6 +158,7 @@ def measure(side: int, folder: Path, rounds: int) -> None:
     print(f"{pixels.shape[1]:>5}x{pixels.shape[0]:<5} decode {ms['decode']:6.1f} ms  "
           f"write_outputs {ms['write']:6.1f} ms  write/decode {ms['write'] / ms['decode']:4.1f}  |  "
           f"blend arithmetic/table {ms['arith'] / ms['table']:4.1f}  |  "
+          f"upsample Pillow/ours {ms['pillow upsample'] / ms['upsample']:4.1f}  |  "
           f"png_bytes {ms['png_bytes']:5.1f} ms {size['png_bytes'] / 1024:5.0f} KiB, {versus}")
 
 

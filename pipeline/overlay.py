@@ -7,7 +7,8 @@ safely overwrite, an earlier one.
 Writing is the costliest stage of a scan on a small model, so each step was measured on 200 Br35H
 scans (~370 x 370 px; ``benchmarks/bench_overlay.py``): the overlay PNG is filtered with numpy and
 deflated by libdeflate (~3 ms a scan where Pillow took ~12 ms, files 3-4 % smaller), the blend is one
-3-byte gather per pixel, and the heatmap npz keeps the raw map at the target layer's resolution
+3-byte gather per pixel, the map is upsampled by two small matrix products with Pillow's bilinear
+weights (4-6x faster than Pillow's float resize), and the heatmap npz keeps the raw map at the target layer's resolution
 (a few KiB). Blending the thumbnail at its own size from the resized scan and map cost the same as
 resizing the overlay (1.2-1.3 ms either way), so the overlay is resized. The encoders, Pillow's
 resize and numpy's loops release the GIL, so the writer threads of ``worker/local.py`` can run beside
@@ -81,6 +82,10 @@ def _as_map(cam: np.ndarray) -> np.ndarray:
 def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a map bilinearly, pixel centres aligned as in the model's own input resize.
 
+    Bilinear resizing is separable, so it is two small matrix products, ``rows @ cam @ columns.T``
+    (4-6x faster than Pillow's float resize at Br35H sizes, ``benchmarks/bench_overlay.py``), with
+    Pillow's weights (``interpolation_matrix``): pixel centres aligned as in the model's input resize.
+
     Args:
         cam: (h, w) map.
         size: (width, height) wanted.
@@ -89,8 +94,28 @@ def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         (height, width) float32 map.
     """
     width, height = size
-    image = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32))
-    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    cam = np.asarray(cam, dtype=np.float32)
+    return interpolation_matrix(cam.shape[0], height) @ cam @ interpolation_matrix(cam.shape[1], width).T
+
+
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(source: int, target: int) -> np.ndarray:
+    """Return the (target, source) float32 matrix of Pillow's 1-D bilinear resize (read-only).
+
+    A triangle filter centred on each output pixel, ``(i + 0.5) * source / target`` in source
+    coordinates, widened by the scale when shrinking and renormalised at the edges: plain
+    half-pixel bilinear interpolation when enlarging, an area-aware average when shrinking.
+    """
+    if source < 1 or target < 1:
+        raise ValueError(f"cannot resize {source} samples to {target}")
+    scale = source / target
+    stretch = max(scale, 1.0)
+    centre = (np.arange(target) + 0.5) * scale
+    taps = np.arange(source) + 0.5  # the centres of the source samples
+    weights = np.clip(1 - np.abs(taps[None, :] - centre[:, None]) / stretch, 0, None)
+    matrix = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def peak(heatmap: np.ndarray) -> tuple[int, int]:

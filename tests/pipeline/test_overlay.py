@@ -53,6 +53,14 @@ def test_upsample_is_bilinear_with_centres_aligned():
     np.testing.assert_allclose(out, [0.0, 0.25, 0.75, 1.0], atol=1e-6)
 
 
+@pytest.mark.parametrize("cam_shape, size", [((20, 20), (630, 520)), ((28, 28), (211, 256)),
+                                             ((7, 13), (1920, 1583)), ((5, 5), (3, 2)), ((1, 1), (9, 4))])
+def test_upsample_matches_pillows_bilinear_resize(cam_shape, size):
+    cam = np.random.default_rng(2).random(cam_shape).astype(np.float32)
+    reference = np.asarray(Image.fromarray(cam).resize(size, Image.Resampling.BILINEAR))
+    np.testing.assert_allclose(upsample(cam, size), reference, atol=1e-6)
+
+
 def test_peak_is_x_then_y_and_first_on_ties():
     heat = np.zeros((5, 8), np.float32)
     heat[3, 6] = 1.0

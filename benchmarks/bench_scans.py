@@ -1,9 +1,14 @@
 """How much reading a scan through read_scan costs next to a bare decode of the same file.
 
 read_scan adds the safety checks (file type, size limits, bomb guard), EXIF orientation and the
-conversion to (H, W, 3) uint8; the bare decode is what a script would write without them:
-Pillow's open + convert("RGB") for images, pydicom's pixel_array for DICOM. Both run interleaved
-in one process over the same files, so the ratio is what read_scan costs on top.
+conversion to display-ready uint8 (gray (H, W) or RGB (H, W, 3)); the bare decode is what a script
+would write without them: Pillow's open + convert("RGB") for images, pydicom's pixel_array for
+DICOM. Both run interleaved in one process over the same files, so the ratio is what read_scan
+costs on top.
+
+A last line measures what keeping gray scans one channel saves: a gray scan's pixels turned into
+the default model's input and the overlay's gray background, as read (one channel) against the
+same pixels widened to three equal channels first (how scans were read before).
 
     .venv/bin/python benchmarks/bench_scans.py [--images 200] [--rounds 3]
 """
@@ -67,6 +72,36 @@ def dicom_files() -> list[Path]:
     return [Path(found) for found in map(get_testdata_file, names) if found]
 
 
+def gray_to_model_and_overlay(pixels: np.ndarray, spec) -> None:
+    """What every scan's pixels go through after reading: the model input, the overlay's gray."""
+    from pipeline.analysis import prepare_pixels
+    from pipeline.overlay import grayscale
+
+    prepare_pixels(pixels, spec), grayscale(pixels)
+
+
+def compare_gray(rounds: int) -> None:
+    """Print the cost of gray scans kept one channel against the same scans widened to RGB."""
+    from pipeline.spec import load_spec
+
+    spec = load_spec(ROOT / "models" / "default")
+    rng = np.random.default_rng(0)
+    for side in (256, 512):
+        scans = [rng.integers(0, 256, (side, side), dtype=np.uint8) for _ in range(50)]
+        widened = [np.repeat(gray[..., None], 3, axis=2) for gray in scans]
+        kept, wide = [], []
+        for _ in range(rounds + 1):  # the first round warms up
+            for times, batch in ((kept, scans), (wide, widened)):
+                start = time.perf_counter()
+                for pixels in batch:
+                    gray_to_model_and_overlay(pixels, spec)
+                times.append(time.perf_counter() - start)
+        best_kept, best_wide = min(kept[1:]), min(wide[1:])
+        print(f"gray {side}x{side} to model input + overlay gray: one channel "
+              f"{best_kept * 1e3 / len(scans):5.2f} ms/scan, widened to RGB "
+              f"{best_wide * 1e3 / len(scans):5.2f} ms/scan, ratio {best_wide / best_kept:5.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparisons and print one line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"Br35H not found at {BR35H}: image comparison skipped")
     compare("DICOM (read_scan / pixel_array)", bare_dicom, dicom_files() * 5, args.rounds)
+    compare_gray(args.rounds)
     return 0
 
 

@@ -52,7 +52,7 @@ def prepare_pixels(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Turn a scan's display pixels into one model input.
 
     Args:
-        pixels: (H, W, 3) uint8 RGB as read by ``pipeline.scans`` ((H, W) gray is accepted too).
+        pixels: uint8, (H, W) gray or (H, W, 3) RGB, as ``pipeline.scans`` reads it.
         spec: gives the input size (width, height), colour mode and preprocessing.
 
     Returns:

@@ -31,7 +31,6 @@ from pipeline.scans import (
     Scan,
     ScanError,
     check_pixel_count,
-    gray_to_rgb,
     scale_to_uint8,
 )
 
@@ -62,7 +61,7 @@ _PLUGINS = (
 
 
 def read_dicom(data: bytes, preamble: bool = True) -> list[Scan]:
-    """Decode a DICOM file's frames into display-ready RGB images.
+    """Decode a DICOM file's frames into display-ready images: gray (H, W) or RGB (H, W, 3).
 
     Args:
         data: the whole file.
@@ -136,11 +135,11 @@ def _check_decoder(syntax: uids.UID) -> None:
 
 
 def _display(frame: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Turn one decoded frame into (H, W, 3) uint8 as a DICOM viewer would show it."""
+    """Turn one decoded frame into uint8, gray (H, W) or RGB (H, W, 3), as a viewer would show it."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in MONOCHROME:
         gray = _windowed(apply_modality_lut(frame, ds), ds)
-        return gray_to_rgb(255 - gray if photometric == "MONOCHROME1" else gray)
+        return 255 - gray if photometric == "MONOCHROME1" else gray
     if photometric == "PALETTE COLOR":
         frame = apply_color_lut(frame, ds)
     if frame.ndim != 3 or frame.shape[-1] != 3:

@@ -19,8 +19,8 @@ nice -n 10 $BIN/tumorlens train "$WORK/br35h-split" --out "$OUT" \
   --annotations "$DATA/br35h/tumor_outlines_via.json" \
   --arch lens --weights none --input-size 160 --width 24 \
   --augment flip,rotation,zoom,contrast,gamma,noise,blur --mask-weight 0.5 \
-  --epochs 30 --patience 6 --batch-size 32 --seed 0 \
-  --cache .tumorlens/cache --name br35h-lgg-lens-v1
+  --epochs 40 --patience 40 --schedule cosine --learning-rate 2e-3 --batch-size 32 --seed 0 \
+  --cache .tumorlens/cache --name br35h-lgg-lens-v2
 
 mkdir -p models/default
 cp "$OUT/model.keras" "$OUT/model.json" "$OUT/model_card.json" models/default/

@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import update
 
 from worker import batch
+from worker.cpu import single_threaded_blas
 from worker.db import SessionFactory, session_scope, write_scope
 from worker.jobs import enumerate_job, finalize_job, job_analyzer, job_summary
 from worker.models import Scan, ScanStatus
@@ -45,6 +46,7 @@ def run_local(session_factory: SessionFactory, job_id: int, output_dir: str | Pa
               analyzer=None, batch_size: int | None = None,
               on_progress: Progress | None = None) -> dict:
     """Walk, analyse and finalise job ``job_id`` here; return its summary."""
+    single_threaded_blas()
     settings = get_settings()
     output_dir = Path(output_dir or settings.output_dir)
     report = on_progress or (lambda finished, total: None)

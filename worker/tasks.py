@@ -30,6 +30,7 @@ from worker import jobs
 from worker.celery_app import (ENUMERATE_HARD_LIMIT, ENUMERATE_SOFT_LIMIT, ENUMERATE_TASK,
                                PROCESS_TASK)
 from worker.batch import CLOSED, BatchOutcome
+from worker.cpu import single_threaded_blas
 from worker.db import dispose_engines, make_session_factory, session_scope, write_scope
 from worker.models import Job, JobStatus, Scan, ScanStatus, utcnow
 from worker.queue import QueueError, enqueue_batches, enqueue_job, requeue_pending
@@ -49,8 +50,10 @@ _analyzers: OrderedDict[tuple[str, str], object] = OrderedDict()
 
 
 @worker_process_init.connect
-def _forget_parent_connections(**_) -> None:
+def init_pool_process(**_) -> None:
+    """Prepare a freshly forked pool process for its first task."""
     dispose_engines()  # a pooled connection must never be shared with the parent
+    single_threaded_blas()
 
 
 def session_factory():

@@ -8,11 +8,12 @@ Writing is the costliest stage of a scan on a small model, so each step was meas
 scans (~370 x 370 px; ``benchmarks/bench_overlay.py``): the overlay PNG is filtered with numpy and
 deflated by libdeflate (~3 ms a scan where Pillow took ~12 ms, files 3-4 % smaller), the blend is one
 3-byte gather per pixel, the map is upsampled by two small matrix products with Pillow's bilinear
-weights (4-6x faster than Pillow's float resize), and the heatmap npz keeps the raw map at the target layer's resolution
-(a few KiB). Blending the thumbnail at its own size from the resized scan and map cost the same as
-resizing the overlay (1.2-1.3 ms either way), so the overlay is resized. The encoders, Pillow's
-resize and numpy's loops release the GIL, so the writer threads of ``worker/local.py`` can run beside
-the model.
+weights (4-6x faster than Pillow's float resize; ``worker.cpu`` keeps numpy's BLAS on one thread in
+job processes, where its idle threads would spin), and the heatmap npz keeps the raw map at the
+target layer's resolution (a few KiB). Blending the thumbnail at its own size from the resized
+scan and map cost the same as resizing the overlay (1.2-1.3 ms either way), so the overlay is
+resized. The encoders, Pillow's resize and numpy's loops release the GIL, so the writer threads of
+``worker/local.py`` can run beside the model.
 """
 
 from __future__ import annotations

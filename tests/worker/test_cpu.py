@@ -28,12 +28,11 @@ ACTIONS = {
     # an in-process job (``scan --local``): an empty folder needs no model, only the job's path
     "run_local": """
 from pathlib import Path
-import tempfile
 from pipeline.spec import load_spec
 from worker import jobs
 from worker.db import make_session_factory, session_scope, upgrade
 from worker.local import run_local
-work = Path(tempfile.mkdtemp())
+work = Path.cwd()  # the test's tmp_path
 (work / "scans").mkdir()
 url = f"sqlite:///{work / 'store.db'}"
 upgrade(url)

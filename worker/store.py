@@ -55,8 +55,13 @@ def _model_card(spec: ModelSpec) -> dict | None:
 
 
 def _insert(session: Session, table):
+    """Return the dialect's INSERT for a mapped class's table.
+
+    A Core statement on the table, not the ORM's bulk INSERT: the rows are plain dicts, and the
+    ORM's per-row bookkeeping was most of a batch's commit time (``benchmarks/bench_scan.py``).
+    """
     dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table.__table__)
 
 
 def insert_ignoring_conflicts(session: Session, table, rows: list[dict]) -> None:

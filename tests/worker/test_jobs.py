@@ -146,6 +146,32 @@ def test_batches_record_one_result_per_scan_and_redelivery_does_nothing(
         assert session.scalar(select(func.count()).select_from(NeuronPartial)) == 1
 
 
+def test_two_deliveries_in_flight_at_once_record_each_scan_once(
+        session_factory, spec, analyzer, folder, tmp_path):
+    """A redelivered batch that loaded before the first delivery committed finds nothing to do."""
+    from worker import batch
+
+    job_id = new_job(session_factory, folder, spec)
+    ids = enumerate_all(session_factory, job_id)
+    out = tmp_path / "out"
+    first, second = (batch.write(batch.analyse(batch.decode(batch.load(session_factory, job_id, ids, out),
+                                                              analyzer), analyzer))
+                     for _ in range(2))
+    outcome = batch.commit(session_factory, first)
+    assert (outcome.analysed, outcome.failed, outcome.skipped) == (6, 1, 0)
+    late = batch.commit(session_factory, second)
+    assert (late.analysed, late.failed, late.skipped) == (0, 0, 7)
+    with session_scope(session_factory) as session:
+        per_scan = session.execute(select(Result.scan_id, func.count()).where(Result.job_id == job_id)
+                                   .group_by(Result.scan_id)).all()
+        assert len(per_scan) == 6 and {count for _, count in per_scan} == {1}
+        statuses = {path: status for path, status in session.execute(
+            select(Scan.path, Scan.status).where(Scan.job_id == job_id))}
+    assert statuses["NO/broken.png"] == ScanStatus.FAILED
+    assert sum(status == ScanStatus.DONE for status in statuses.values()) == 6
+    assert statuses["yes/zz_copy.jpg"] == ScanStatus.DUPLICATE
+
+
 def test_finalize_finishes_once_and_merges_neuron_statistics(session_factory, spec, analyzer,
                                                               folder, tmp_path):
     job_id = new_job(session_factory, folder, spec)

@@ -57,7 +57,7 @@ from pipeline.overlay import (  # noqa: E402
     peak,
     png_bytes,
     render_overlay,
-    thumbnail,
+    render_thumbnail,
     upsample,
     write_outputs,
 )
@@ -202,7 +202,8 @@ def measure_steps(side: int, folder: Path, rounds: int) -> None:
     size = (pixels.shape[1], pixels.shape[0])
     heat = upsample(cam, size)
     overlay = render_overlay(pixels, heat)
-    preview = thumbnail(overlay)
+    gray = grayscale(pixels)
+    preview = render_thumbnail(gray, cam)
     png, npz = png_bytes(overlay), npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array(size, np.int32))
     calls = itertools.count()
 
@@ -214,7 +215,9 @@ def measure_steps(side: int, folder: Path, rounds: int) -> None:
 
     steps = {"upsample": lambda: upsample(cam, size), "grayscale": lambda: grayscale(pixels),
              "blend incl. grayscale": lambda: render_overlay(pixels, heat), "peak": lambda: peak(heat),
-             "png": lambda: png_bytes(overlay), "thumbnail": lambda: thumbnail(overlay),
+             "png": lambda: png_bytes(overlay), "thumbnail": lambda: render_thumbnail(gray, cam),
+             "thumbnail (resizing the overlay)": lambda: Image.fromarray(overlay).resize(
+                 preview.size, Image.Resampling.BILINEAR, reducing_gap=2.0),
              "thumbnail jpeg": lambda: jpeg_bytes(preview),
              "heatmap npz": lambda: npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array(size, np.int32)),
              "3 files": files}

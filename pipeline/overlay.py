@@ -10,10 +10,11 @@ deflated by libdeflate (~3 ms a scan where Pillow took ~12 ms, files 3-4 % small
 3-byte gather per pixel, the map is upsampled by two small matrix products with Pillow's bilinear
 weights (4-6x faster than Pillow's float resize; ``worker.cpu`` keeps numpy's BLAS on one thread in
 job processes, where its idle threads would spin), and the heatmap npz keeps the raw map at the
-target layer's resolution (a few KiB). Blending the thumbnail at its own size from the resized
-scan and map cost the same as resizing the overlay (1.2-1.3 ms either way), so the overlay is
-resized. The encoders, Pillow's resize and numpy's loops release the GIL, so the writer threads of
-``worker/local.py`` can run beside the model.
+target layer's resolution (a few KiB). The thumbnail is blended at its own size from the
+grayscale scan resized (one channel) and the map upsampled to that size, cheaper than resizing
+the three-channel overlay (``benchmarks/bench_overlay.py``). The encoders, Pillow's resize and
+numpy's loops release the GIL, so the writer threads of ``worker/local.py`` can run beside the
+model.
 """
 
 from __future__ import annotations
@@ -192,17 +193,33 @@ def _levels(heat: np.ndarray) -> np.ndarray:
     return (heat * 255 + 0.5).astype(np.uint8)
 
 
-def thumbnail(image: np.ndarray, longest: int = THUMBNAIL_SIZE) -> Image.Image:
-    """Return an RGB image scaled so its longest side is ``longest`` pixels, aspect kept."""
-    height, width = image.shape[:2]
+def thumbnail_size(width: int, height: int, longest: int = THUMBNAIL_SIZE) -> tuple[int, int]:
+    """Return the (width, height) whose longest side is ``longest`` pixels, aspect kept."""
     scale = longest / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def render_thumbnail(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.4, cmap: str = "turbo",
+                     longest: int = THUMBNAIL_SIZE) -> Image.Image:
+    """Return the overlay's preview: the scan resized, the map blended over it at that size.
+
+    Args:
+        gray: (H, W) uint8 grayscale scan at its original size.
+        cam: (h, w) map in [0, 1] at any resolution.
+        alpha: opacity of the hottest pixels.
+        cmap: ``turbo`` or ``inferno``.
+        longest: the preview's longest side in pixels.
+
+    Returns:
+        An RGB image ``longest`` pixels on its longest side.
+    """
+    size = thumbnail_size(gray.shape[1], gray.shape[0], longest)
+    small = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    return Image.fromarray(_blend(small, _levels(upsample(cam, size)), alpha, cmap))
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Write bytes through a temporary file so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write bytes through a temporary file (in an existing folder) so a reader never sees half a file."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial.write_bytes(data)
     os.replace(partial, path)
@@ -264,11 +281,13 @@ def write_outputs(stem: str | Path, pixels: np.ndarray, cam: np.ndarray, alpha: 
     cam = _as_map(cam)  # float32, stored as it is drawn: load_heatmap gives back the same map
     height, width = np.shape(pixels)[:2]
     heat = upsample(cam, (width, height))  # bilinear: stays within the cam's [0, 1]
-    overlay = _blend(grayscale(pixels), _levels(heat), alpha, cmap)
+    gray = grayscale(pixels)
+    overlay = _blend(gray, _levels(heat), alpha, cmap)
     paths = Outputs(stem.with_name(f"{stem.name}.overlay.png"), stem.with_name(f"{stem.name}.thumb.jpg"),
                     stem.with_name(f"{stem.name}.heatmap.npz"), peak(heat))
+    stem.parent.mkdir(parents=True, exist_ok=True)
     _replace(paths.overlay, png_bytes(overlay))
-    _replace(paths.thumbnail, jpeg_bytes(thumbnail(overlay)))
+    _replace(paths.thumbnail, jpeg_bytes(render_thumbnail(gray, cam, alpha, cmap)))
     _replace(paths.heatmap, npz_bytes(NPZ_COMPRESS_LEVEL, cam=cam, size=np.array([width, height], np.int32)))
     return paths
 

@@ -16,10 +16,12 @@ from pipeline.overlay import (
     blend_table,
     colormap_lut,
     grayscale,
+    jpeg_bytes,
     load_heatmap,
     peak,
     png_bytes,
     render_overlay,
+    render_thumbnail,
     upsample,
     write_outputs,
 )
@@ -107,6 +109,20 @@ def test_thumbnail_longest_side_is_256_with_aspect_kept(tmp_path, size, thumb):
     result = write_outputs(tmp_path / "s", scan(*size), np.zeros((7, 7), np.float32))
     with Image.open(result.thumbnail) as image:
         assert image.size == thumb
+
+
+def test_thumbnail_is_the_map_blended_over_the_resized_scan(tmp_path):
+    pixels, cam = scan(630, 400, seed=2), blob((48, 48), (36, 12), sigma=4)
+    gray = np.asarray(Image.fromarray(pixels).convert("L"))
+    cold = np.asarray(render_thumbnail(gray, np.zeros((48, 48), np.float32)))
+    resized = np.asarray(Image.fromarray(gray).resize((256, 163), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    np.testing.assert_array_equal(cold, np.repeat(resized[..., None], 3, axis=2))
+    hot = np.asarray(render_thumbnail(gray, cam)).astype(int)
+    changed = np.abs(hot - cold).sum(axis=2)
+    y, x = np.unravel_index(np.argmax(changed), changed.shape)
+    assert abs(x - (36.5 * 256 / 48)) <= 4 and abs(y - (12.5 * 163 / 48)) <= 4  # where the blob is
+    result = write_outputs(tmp_path / "s", pixels, cam)
+    assert result.thumbnail.read_bytes() == jpeg_bytes(render_thumbnail(gray, cam))
 
 
 def test_all_zero_map_leaves_the_grayscale_scan(tmp_path):

@@ -65,9 +65,16 @@ def _insert(session: Session, table):
 
 
 def insert_ignoring_conflicts(session: Session, table, rows: list[dict]) -> None:
-    """Insert ``rows``, skipping those that collide with a unique key (idempotent retries)."""
-    if rows:
-        session.execute(_insert(session, table).on_conflict_do_nothing(), rows)
+    """Insert ``rows``, skipping those that collide with a unique key (idempotent retries).
+
+    Rows may name different columns (a failed scan has an error, a good one none): one executemany
+    per set of columns, since a Core INSERT takes its columns from the first row alone.
+    """
+    shapes: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    for same in shapes.values():
+        session.execute(_insert(session, table).on_conflict_do_nothing(), same)
 
 
 def upsert_partial(session: Session, job_id: int, batch_key: str, payload: bytes) -> None:

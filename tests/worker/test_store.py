@@ -37,6 +37,19 @@ def test_add_scans_is_idempotent(session_factory):
         assert store.existing_paths(session, job.id, ["a.png", "z.png"]) == {"a.png"}
 
 
+def test_rows_naming_different_columns_keep_every_value(session_factory):
+    """A failed scan's error survives beside rows that have none, in either order."""
+    with session_scope(session_factory) as session:
+        job = make_job(session)
+        good, bad = rows(("a.png", "1"), ("c.png", "3")), rows(("b.png", None))
+        bad[0].update(status=ScanStatus.FAILED, error="this file is empty")
+        store.add_scans(session, job.id, [good[0], *bad, good[1]])
+        recorded = {scan.path: scan for scan in session.scalars(select(Scan).where(Scan.job_id == job.id))}
+        assert (recorded["b.png"].status, recorded["b.png"].error) == (ScanStatus.FAILED, "this file is empty")
+        assert all(recorded[p].status == ScanStatus.PENDING and recorded[p].error is None
+                   for p in ("a.png", "c.png"))
+
+
 def test_duplicates_point_at_the_lowest_id_and_copies_of_failures_fail(session_factory):
     with session_scope(session_factory) as session:
         job = make_job(session)

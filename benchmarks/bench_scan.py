@@ -182,6 +182,8 @@ def bench(name: str, folder: Path, tmp: Path, rounds: int, size: int) -> dict[st
             times[variant].append(run())
             cpu[variant] += time.process_time() - start
     rates = {k: len(batch) / statistics.median(v) for k, v in times.items()}
+    # scan/predict of each round on its own: how far the ratio moves with the machine's load
+    rates["rounds"] = [p / s for p, s in zip(times["predict"], times["scan"])]
     rates["stages"] = {k: 1000 * v / (rounds * len(batch)) for k, v in stage_seconds.items()}
     rates["cpu"] = {k: (1000 * v / (rounds * len(batch)), v / sum(times[k])) for k, v in cpu.items()}
     return rates
@@ -208,6 +210,8 @@ def main() -> None:
             print(f"{model:<18} {rates['predict']:>10.1f} {rates['scan']:>8.1f} {rates['serial']:>9.1f} "
                   f"{rates['scan'] / rates['predict']:>12.2f}x {rates['scan'] / rates['serial']:>11.2f}x",
                   flush=True)
+            rounds = " ".join(f"{ratio:.2f}x" for ratio in rates["rounds"])
+            print(f"{'':<18} scan/predict in each round: {rounds}", flush=True)
             stages = ", ".join(f"{k} {v:.1f}" for k, v in rates["stages"].items())
             print(f"{'':<18} serial stages, ms per scan: {stages}", flush=True)
             cpu = ", ".join(f"{k} {ms:.1f} ({cores:.2f} cores)" for k, (ms, cores) in rates["cpu"].items())

@@ -215,11 +215,11 @@ def render_thumbnail(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.4, cmap
     """
     size = thumbnail_size(gray.shape[1], gray.shape[0], longest)
     small = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-    return Image.fromarray(_blend(small, _levels(upsample(cam, size)), alpha, cmap))
+    return Image.fromarray(render_overlay(small, upsample(cam, size), alpha, cmap))
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Write bytes through a temporary file (in an existing folder) so a reader never sees half a file."""
+    """Write bytes through a temporary file beside ``path`` so a reader never sees half a file."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial.write_bytes(data)
     os.replace(partial, path)

@@ -31,6 +31,7 @@ from pipeline.scans import (
     Scan,
     ScanError,
     check_pixel_count,
+    gray_if_equal_channels,
     scale_to_uint8,
 )
 
@@ -145,7 +146,7 @@ def _display(frame: np.ndarray, ds: Dataset) -> np.ndarray:
     if frame.ndim != 3 or frame.shape[-1] != 3:
         raise ScanError(f"unsupported DICOM image: photometric interpretation {photometric} "
                         "cannot be shown as RGB")
-    return frame if frame.dtype == np.uint8 else scale_to_uint8(frame)
+    return gray_if_equal_channels(frame if frame.dtype == np.uint8 else scale_to_uint8(frame))
 
 
 def _windowed(values: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -252,9 +252,25 @@ def _display_pixels(image: Image.Image) -> np.ndarray:
     if image.mode == "1":
         image = image.convert("L")
     try:
-        return np.asarray(image if image.mode == "L" else image.convert("RGB"))
+        return gray_if_equal_channels(np.asarray(image if image.mode == "L" else image.convert("RGB")))
     except ValueError as exc:
         raise ScanError(f"unsupported colour mode: {image.mode} images cannot be shown as RGB") from exc
+
+
+def gray_if_equal_channels(pixels: np.ndarray) -> np.ndarray:
+    """Return an RGB image whose three channels are equal as its one (H, W) channel, else unchanged.
+
+    MRI slices exported as JPEG are mostly gray images stored as colour (175 of the first 199
+    Br35H scans). Kept as one channel they show and analyse exactly the same (Pillow's resize and
+    luminance treat equal channels alike), and every later step handles a third of the bytes:
+    the model's resize, the overlay's luminance and the thumbnail (benchmarks/bench_scans.py).
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        return pixels
+    flat = pixels.reshape(-1, 3)
+    if (flat[:, 0] == flat[:, 1]).all() and (flat[:, 1] == flat[:, 2]).all():
+        return np.ascontiguousarray(pixels[..., 0])
+    return pixels
 
 
 def _text_kind(data: bytes) -> str | None:

@@ -214,6 +214,15 @@ def test_prepare_resizes_bilinearly_and_accepts_gray_arrays(spec_for) -> None:
     np.testing.assert_allclose(prepared[0, :, 0], [0, 63.75, 191.25, 255], atol=1)
 
 
+@pytest.mark.parametrize("preprocessing", ["unit", "symmetric", "caffe", "torch", "none"])
+@pytest.mark.parametrize("shape", [(37, 53), (1, 1), (2, 9)])
+def test_a_gray_scan_gives_the_rgb_model_what_its_colour_copy_gives(spec_for, preprocessing, shape) -> None:
+    # read_scan keeps a gray image stored as colour as one channel; the model must not see a difference
+    gray = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    spec = spec_for(preprocessing=preprocessing)
+    np.testing.assert_array_equal(prepare_pixels(gray, spec), prepare_pixels(np.dstack([gray] * 3), spec))
+
+
 @pytest.mark.parametrize("pixels", [np.zeros((4, 4), np.float32), np.zeros((4,), np.uint8),
                                     np.zeros((0, 4, 3), np.uint8)])
 def test_prepare_refuses_what_is_not_an_8_bit_image(spec_for, pixels) -> None:

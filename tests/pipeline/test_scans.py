@@ -95,13 +95,31 @@ def test_lossless_formats_keep_every_pixel(tmp_path, suffix, array):
     np.testing.assert_array_equal(scan.pixels, array)  # gray stays one channel, colour stays RGB
 
 
+@pytest.mark.parametrize("suffix", ["png", "bmp", "tif"])
+def test_colour_files_of_a_gray_image_read_as_one_channel(tmp_path, suffix):
+    scan = read_one(saved(tmp_path / f"scan.{suffix}", Image.fromarray(rgb_of(GRAY))))
+    np.testing.assert_array_equal(scan.pixels, GRAY)
+    assert scan.info["mode"] == "RGB"  # the file's own mode is still what the metadata says
+    one_off = rgb_of(GRAY)
+    one_off[29, 39, 2] ^= 1  # a single pixel that is not gray keeps the scan in colour
+    np.testing.assert_array_equal(read_one(saved(tmp_path / f"off.{suffix}", Image.fromarray(one_off))).pixels,
+                                  one_off)
+
+
+def test_rgb_dicom_of_a_gray_image_reads_as_one_channel(tmp_path):
+    scan = read_one(make_dicom(tmp_path / "gray.dcm", rgb_of(GRAY), photometric="RGB"))
+    np.testing.assert_array_equal(scan.pixels, GRAY)
+    np.testing.assert_array_equal(read_one(make_dicom(tmp_path / "rgb.dcm", RGB, photometric="RGB")).pixels, RGB)
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
 def test_jpeg_reads_close_to_what_was_written(tmp_path, mode):
     original = rgb_of(SMOOTH)
     path = saved(tmp_path / "scan.jpg", Image.fromarray(original).convert(mode), quality=95)
     scan = read_one(path)
-    assert scan.pixels.shape == ((30, 40) if mode == "L" else (30, 40, 3))
-    assert np.abs(scan.pixels.astype(int) - (SMOOTH if mode == "L" else original)).mean() < 4
+    # a gray picture saved as a colour (RGB or CMYK) JPEG decodes to three equal channels: one is kept
+    assert scan.pixels.shape == (30, 40)
+    assert np.abs(scan.pixels.astype(int) - SMOOTH).mean() < 4
     assert scan.info["format"] == "JPEG" and scan.info["mode"] == mode
 
 
@@ -302,7 +320,10 @@ def test_real_br35h_scans_read_at_their_original_size():
         scan = read_one(path)
         with Image.open(path) as image:
             assert scan.pixels.shape[1::-1] == image.size
-            assert scan.pixels.ndim == (2 if image.mode == "L" else 3)
+            decoded = np.asarray(image.convert("RGB"))
+        gray = bool((decoded == decoded[..., :1]).all())  # a gray slice stored as colour, or not
+        assert scan.pixels.ndim == (2 if gray else 3)
+        np.testing.assert_array_equal(scan.pixels, decoded[..., 0] if gray else decoded)
 
 
 def test_samples_all_read_and_stay_small():

@@ -12,10 +12,12 @@ For each model, in alternating rounds (so load from other processes falls on bot
 Each variant's CPU time per scan is printed too, with the cores it kept busy on average: on a
 shared machine a variant that got less than the 2 cores shows it there.
 
+Models: a 4-layer CNN at 224 px and an Xception-based classifier at 150 px (random weights: speed
+does not depend on them), and the shipped default model (``models/default``), as ``scan`` runs it.
 The model is loaded and traced before timing in every variant. Scans: ~200 Br35H JPEGs from
 ``../shared/data`` when present, else synthetic ones of similar sizes.
 
-    .venv/bin/python benchmarks/bench_scan.py [--scans 200] [--rounds 2] [--batch 16]
+    .venv/bin/python benchmarks/bench_scan.py [--scans 200] [--rounds 2] [--batch 16] [--only small|xception|default]
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def xception(keras, size: int):
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x), name="xception_cls")
 
 
-MODELS = {"small CNN 224 px": (small_cnn, 224, "unit"), "Xception 150 px": (xception, 150, "symmetric")}
+MODELS = {"small CNN 224 px": (small_cnn, 224, "unit"), "Xception 150 px": (xception, 150, "symmetric"),
+          "default model": (None, None, None)}  # the shipped models/default, as `scan` runs it
 
 
 def save_model(folder: Path, name: str):
@@ -81,6 +84,8 @@ def save_model(folder: Path, name: str):
     from pipeline.spec import load_spec, write_spec
 
     build, size, preprocessing = MODELS[name]
+    if build is None:
+        return load_spec(ROOT / "models" / "default")
     keras.utils.set_random_seed(0)
     folder.mkdir(parents=True)
     build(keras, size).save(folder / "model.keras")
@@ -194,7 +199,7 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--only", choices=("small", "xception"), help="run one of the two models")
+    parser.add_argument("--only", choices=("small", "xception", "default"), help="run one of the models")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(prefix="bench-scan-") as name:

@@ -40,6 +40,7 @@ class Tally:
     labels: list[int] = field(default_factory=list)
     tumor_probability: list[float] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # near-duplicate group or case of each scan
+    paths: list[str] = field(default_factory=list)
     scores: dict[str, list[dict]] = field(default_factory=dict)
     baseline: list[dict] = field(default_factory=list)
     neurons: object = None
@@ -116,6 +117,7 @@ def _tally_batch(tally: Tally, analyzers: dict, batch: Batch) -> None:
         if method == tally.methods[0]:
             tally.labels.extend(labels.tolist())
             tally.groups.extend(e.group for e in batch.examples)
+            tally.paths.extend(str(e.path) for e in batch.examples)
             tally.tumor_probability.extend(np.asarray(result.tumor_probability).tolist())
             _update_neurons(tally, np.asarray(result.neurons), labels)
     tally.baseline.extend(_baseline(batch))
@@ -153,7 +155,8 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
 
     Returns:
         A JSON-ready report: ``classification`` (with ``intervals``: 95 % bootstrap intervals that
-        draw whole near-duplicate groups or cases), ``neurons``, ``localisation`` (per method,
+        draw whole near-duplicate groups or cases, and ``errors``: the misclassified scans by
+        group), ``neurons``, ``localisation`` (per method,
         with ``centre_baseline``), ``skipped`` (unreadable scans and why), ``faithfulness``
         when asked, ``seconds``.
     """
@@ -174,6 +177,8 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
         "classification": {
             **metrics.classification_metrics(tally.labels, tally.tumor_probability),
             "intervals": metrics.bootstrap_intervals(tally.labels, tally.tumor_probability, tally.groups),
+            "errors": metrics.errors_by_group(tally.labels, tally.tumor_probability, tally.groups,
+                                              tally.paths),
         },
         "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},

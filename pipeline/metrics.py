@@ -130,6 +130,46 @@ def bootstrap_intervals(labels: Sequence[int], tumor_probability: Sequence[float
     return {"level": level, "rounds": rounds, "clusters": clusters, **intervals}
 
 
+def errors_by_group(labels: Sequence[int], tumor_probability: Sequence[float], groups: Sequence[str],
+                    paths: Sequence[str], threshold: float = 0.5) -> dict:
+    """Return the misclassified scans gathered by near-duplicate group or case, most errors first.
+
+    A handful of groups can carry most of a split's errors (copies of one scan err together), and
+    then the point estimate says less than it seems; this shows where to look.
+
+    Args:
+        labels: 0/1 ground truth (1 = tumor).
+        tumor_probability: predicted tumor probabilities.
+        groups: one group name per scan.
+        paths: one path per scan, as it should be reported.
+        threshold: the probability at or above which a scan is called tumor.
+
+    Returns:
+        A JSON-ready dict: ``scans`` (misclassified), ``groups`` (groups with an error),
+        ``of_groups`` (groups in all) and ``by_group``: per group with an error, ``group``,
+        ``wrong``, ``scans`` (the group's size), ``label`` ("tumor", "no tumor" or "mixed") and the
+        misclassified ``paths``; ordered by errors, then by name.
+    """
+    labels = np.asarray(labels).astype(bool)
+    wrong = (np.asarray(tumor_probability, dtype=np.float64) >= threshold) != labels
+    if not len(labels) == len(wrong) == len(groups) == len(paths):
+        raise ValueError("need one probability, group and path per label")
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(str(group), []).append(index)
+    by_group = []
+    for group, indices in members.items():
+        missed = [i for i in indices if wrong[i]]
+        if missed:
+            kinds = {bool(labels[i]) for i in indices}
+            label = "mixed" if len(kinds) > 1 else ("tumor" if kinds.pop() else "no tumor")
+            by_group.append({"group": group, "wrong": len(missed), "scans": len(indices), "label": label,
+                             "paths": [str(paths[i]) for i in missed]})
+    by_group.sort(key=lambda g: (-g["wrong"], g["group"]))
+    return {"scans": int(wrong.sum()), "groups": len(by_group), "of_groups": len(members),
+            "by_group": by_group}
+
+
 def _weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Return each row's ROC AUC with those sample weights (ties count half; NaN without both classes)."""
     order = np.argsort(scores, kind="stable")

@@ -37,6 +37,7 @@ def test_a_perfect_classifier_scores_perfectly(report):
     intervals = classification["intervals"]
     assert intervals["clusters"] == 20  # no manifest groups: every scan is its own
     assert intervals["accuracy"] == intervals["roc_auc"] == [1.0, 1.0]  # no resample errs
+    assert classification["errors"] == {"scans": 0, "groups": 0, "of_groups": 20, "by_group": []}
 
 
 def test_maps_of_the_bright_spot_point_at_the_outlined_tumor(report):

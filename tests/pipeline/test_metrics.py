@@ -214,3 +214,22 @@ def test_intervals_need_both_classes_where_the_metric_does():
 def test_bootstrap_refuses_inputs_that_do_not_match(args, message):
     with pytest.raises(ValueError, match=message):
         metrics.bootstrap_intervals(*args)
+
+
+def test_errors_are_gathered_by_group_most_first():
+    labels = [0, 0, 0, 1, 1, 1, 0, 1]
+    probability = [0.9, 0.8, 0.1, 0.2, 0.3, 0.7, 0.4, 0.5]  # 0.5 is called tumor: right
+    groups = ["a", "a", "a", "b", "b", "b", "c", "d"]
+    paths = [f"s{i}.jpg" for i in range(8)]
+    errors = metrics.errors_by_group(labels, probability, groups, paths)
+    assert (errors["scans"], errors["groups"], errors["of_groups"]) == (4, 2, 4)
+    assert errors["by_group"] == [
+        {"group": "a", "wrong": 2, "scans": 3, "label": "no tumor", "paths": ["s0.jpg", "s1.jpg"]},
+        {"group": "b", "wrong": 2, "scans": 3, "label": "tumor", "paths": ["s3.jpg", "s4.jpg"]},
+    ]
+    mixed = metrics.errors_by_group([0, 1], [0.9, 0.9], ["g", "g"], ["x", "y"])
+    assert mixed["by_group"][0]["label"] == "mixed" and mixed["by_group"][0]["paths"] == ["x"]
+    assert metrics.errors_by_group([1, 0], [0.9, 0.1], ["g", "h"], ["x", "y"]) == {
+        "scans": 0, "groups": 0, "of_groups": 2, "by_group": []}
+    with pytest.raises(ValueError, match="one probability, group and path per label"):
+        metrics.errors_by_group([0, 1], [0.9, 0.1], ["g"], ["x", "y"])

@@ -80,6 +80,24 @@ def test_evaluate_reads_the_lgg_layout_with_case_folders(model, tmp_path):
     assert report["localisation"]["gradcam"]["n"] == 3
 
 
+def test_evaluate_says_which_groups_hold_the_errors(model, tmp_path):
+    rng = np.random.default_rng(4)
+    # case B's "no tumor" slices show the bright spot the model calls tumor: two errors, one case
+    for folder, case, spots in (("tumor", "A", (True, True)), ("no_tumor", "B", (True, True, False)),
+                                ("no_tumor", "C", (False,))):
+        (tmp_path / folder / case).mkdir(parents=True)
+        for i, spot in enumerate(spots):
+            Image.fromarray(blob_image(rng, spot)[0]).save(tmp_path / folder / case / f"{case}[{i}].jpg")
+    report = json.loads(run("evaluate", model, tmp_path, "--json").output)
+    errors = report["classification"]["errors"]
+    assert (errors["scans"], errors["groups"], errors["of_groups"]) == (2, 1, 3)
+    assert errors["by_group"][0]["label"] == "no tumor"
+    assert sorted(Path(p).name for p in errors["by_group"][0]["paths"]) == ["B[0].jpg", "B[1].jpg"]
+    printed = " ".join(run("evaluate", model, tmp_path).output.split())
+    assert "errors: 2 of 6 scans, in 1 of 3 groups of near-duplicates or cases" in printed
+    assert "most: B: 2 of 3 no tumor (B[0].jpg, B[1].jpg)" in printed  # brackets printed, not read as markup
+
+
 def test_evaluate_explains_a_folder_without_classes(model, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(model), str(tmp_path)])
     assert result.exit_code != 0

@@ -70,6 +70,25 @@ def _intervals_line(metrics: dict) -> str:
             f"ROC AUC {span('roc_auc', 1, 3)}")
 
 
+def _errors_line(metrics: dict, shown: int = 5) -> str:
+    """Return where a classification report's errors fall, by group, as one line ("" without any)."""
+    errors = metrics.get("errors")
+    if not errors or not errors["scans"]:
+        return ""
+    largest = "; ".join(
+        f"{g['group']}: {g['wrong']} of {g['scans']} {g['label']} ("
+        + ", ".join(Path(path).name for path in g["paths"][:3]) + (", …" if g["wrong"] > 3 else "") + ")"
+        for g in errors["by_group"][:shown])
+    return (f"errors: {errors['scans']} of {metrics['n']} scans, in {errors['groups']} of "
+            f"{errors['of_groups']} groups of near-duplicates or cases; most: {largest}")
+
+
+def _print_errors(console, metrics: dict) -> None:
+    line = _errors_line(metrics)
+    if line:
+        console.print(line, markup=False)  # file names may hold brackets
+
+
 def _localisation_table(report: dict):
     from rich.table import Table
 
@@ -98,6 +117,7 @@ def _print_report(report: dict) -> None:
     console = Console()
     console.print(_classification_table(f"{report['model']}: classification", report["classification"]))
     console.print(_intervals_line(report["classification"]))
+    _print_errors(console, report["classification"])
     if any(s.get("n") for s in report["localisation"].values()):
         console.print(_localisation_table(report))
     else:
@@ -217,6 +237,7 @@ def _print_card(card: dict, out: Path) -> None:
     for domain, report in card["test"].items():
         console.print(_classification_table(f"TEST {domain}", report["classification"]))
         console.print(_intervals_line(report["classification"]))
+        _print_errors(console, report["classification"])
         if any(s.get("n") for s in report["localisation"].values()):
             console.print(_localisation_table(report))
     console.print(f"wrote {out / 'model.keras'}, {out / 'model.json'}, {out / 'model_card.json'}")

@@ -6,9 +6,11 @@ would write without them: Pillow's open + convert("RGB") for images, pydicom's p
 DICOM. Both run interleaved in one process over the same files, so the ratio is what read_scan
 costs on top.
 
-A last line measures what keeping gray scans one channel saves: a gray scan's pixels turned into
-the default model's input and the overlay's gray background, as read (one channel) against the
-same pixels widened to three equal channels first (how scans were read before).
+The last lines measure what keeping gray scans one channel saves: a gray scan's pixels turned into
+a model's input (the default model's, gray at 160 px, and an RGB model's at 224 px) and the
+overlay's gray background, as read (one channel) against the same pixels widened to three equal
+channels (how scans were read before; read_scan now also keeps one channel of a gray image
+stored as colour, and its check for equal channels is part of read_scan's cost above).
 
     .venv/bin/python benchmarks/bench_scans.py [--images 200] [--rounds 3]
 """
@@ -80,11 +82,29 @@ def gray_to_model_and_overlay(pixels: np.ndarray, spec) -> None:
     prepare_pixels(pixels, spec), grayscale(pixels)
 
 
+def rgb_spec(folder: Path):
+    """Return the spec of an RGB model at 224 px (preparing an input never opens the model file)."""
+    from pipeline.spec import load_spec, write_spec
+
+    (folder / "model.keras").write_bytes(b"")
+    return load_spec(write_spec({"name": "rgb-224", "file": "model.keras", "input_size": [224, 224],
+                                 "color_mode": "rgb", "preprocessing": "unit",
+                                 "class_names": ["no_tumor", "tumor"], "positive_classes": ["tumor"],
+                                 "output": "probabilities"}, folder))
+
+
 def compare_gray(rounds: int) -> None:
     """Print the cost of gray scans kept one channel against the same scans widened to RGB."""
+    import tempfile
+
     from pipeline.spec import load_spec
 
-    spec = load_spec(ROOT / "models" / "default")
+    with tempfile.TemporaryDirectory() as folder:
+        for spec in (load_spec(ROOT / "models" / "default"), rgb_spec(Path(folder))):
+            compare_gray_for(spec, rounds)
+
+
+def compare_gray_for(spec, rounds: int) -> None:
     rng = np.random.default_rng(0)
     for side in (256, 512):
         scans = [rng.integers(0, 256, (side, side), dtype=np.uint8) for _ in range(50)]
@@ -97,7 +117,7 @@ def compare_gray(rounds: int) -> None:
                     gray_to_model_and_overlay(pixels, spec)
                 times.append(time.perf_counter() - start)
         best_kept, best_wide = min(kept[1:]), min(wide[1:])
-        print(f"gray {side}x{side} to model input + overlay gray: one channel "
+        print(f"gray {side}x{side} to {spec.color_mode} {spec.input_size[0]} px input + overlay gray: one channel "
               f"{best_kept * 1e3 / len(scans):5.2f} ms/scan, widened to RGB "
               f"{best_wide * 1e3 / len(scans):5.2f} ms/scan, ratio {best_wide / best_kept:5.2f}")
 

@@ -7,8 +7,7 @@ safely overwrite, an earlier one.
 Writing is the costliest stage of a scan on a small model, so each step was measured on 200 Br35H
 scans (~370 x 370 px; ``benchmarks/bench_overlay.py``): the overlay PNG is written by fpng (~1.4 ms
 a scan where libdeflate level 1 on Up-filtered rows took ~5.7 ms and Pillow ~12 ms, for files ~25 %
-larger than libdeflate's; gray and RGBA images, which fpng does not take, still go the libdeflate
-way), the blend is one
+larger than libdeflate's; gray and RGBA images still go the libdeflate way), the blend is one
 3-byte gather per pixel, the map is upsampled by two small matrix products with Pillow's bilinear
 weights (4-6x faster than Pillow's float resize; ``worker.cpu`` keeps numpy's BLAS on one thread in
 job processes, where its idle threads would spin), and the heatmap npz keeps the raw map at the

@@ -41,6 +41,8 @@ class Tally:
     tumor_probability: list[float] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # near-duplicate group or case of each scan
     paths: list[str] = field(default_factory=list)
+    tumor_shares: list[float] = field(default_factory=list)  # outlined tumor scans: region / image
+    tumor_called: list[bool] = field(default_factory=list)  # and whether the model said tumor
     scores: dict[str, list[dict]] = field(default_factory=dict)
     baseline: list[dict] = field(default_factory=list)
     neurons: object = None
@@ -120,6 +122,10 @@ def _tally_batch(tally: Tally, analyzers: dict, batch: Batch) -> None:
             tally.paths.extend(str(e.path) for e in batch.examples)
             tally.tumor_probability.extend(np.asarray(result.tumor_probability).tolist())
             _update_neurons(tally, np.asarray(result.neurons), labels)
+            for mask, probability in zip(batch.masks, np.asarray(result.tumor_probability)):
+                if mask is not None and mask.any():
+                    tally.tumor_shares.append(float(mask.mean()))
+                    tally.tumor_called.append(bool(probability >= 0.5))
     tally.baseline.extend(_baseline(batch))
 
 
@@ -155,8 +161,9 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
 
     Returns:
         A JSON-ready report: ``classification`` (with ``intervals``: 95 % bootstrap intervals that
-        draw whole near-duplicate groups or cases, and ``errors``: the misclassified scans by
-        group), ``neurons``, ``localisation`` (per method,
+        draw whole near-duplicate groups or cases; ``errors``: the misclassified scans by
+        group; ``sensitivity_by_size``: on outlined tumor scans, by the tumor's share of the
+        image), ``neurons``, ``localisation`` (per method,
         with ``centre_baseline``), ``skipped`` (unreadable scans and why), ``faithfulness``
         when asked, ``seconds``.
     """
@@ -179,6 +186,7 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
             "intervals": metrics.bootstrap_intervals(tally.labels, tally.tumor_probability, tally.groups),
             "errors": metrics.errors_by_group(tally.labels, tally.tumor_probability, tally.groups,
                                               tally.paths),
+            "sensitivity_by_size": metrics.sensitivity_by_size(tally.tumor_shares, tally.tumor_called),
         },
         "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},

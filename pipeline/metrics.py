@@ -170,6 +170,40 @@ def errors_by_group(labels: Sequence[int], tumor_probability: Sequence[float], g
             "by_group": by_group}
 
 
+# Tumor size as a share of the image: below 0.25 %, to 1 %, to 4 %, above. A 256 x 256 FLAIR slice
+# at a tumor's edge shows a few hundred pixels of it (< 1 %); a slice through its middle, several %.
+SIZE_EDGES = (0.0025, 0.01, 0.04)
+
+
+def sensitivity_by_size(shares: Sequence[float], called: Sequence[bool],
+                        edges: Sequence[float] = SIZE_EDGES) -> list[dict]:
+    """Return the sensitivity on outlined tumor scans, by how much of the image the tumor covers.
+
+    One number for every tumor scan hides that a slice through a tumor's edge is a harder call
+    than one through its middle; the bins show where the misses are.
+
+    Args:
+        shares: per tumor scan, the outlined region's share of the image (0-1).
+        called: per tumor scan, whether the model called it tumor.
+        edges: increasing bin edges between 0 and 1.
+
+    Returns:
+        One dict per bin: ``from`` and ``to`` (shares; ``to`` is None for the last, open bin),
+        ``n`` and ``sensitivity`` (None for an empty bin).
+    """
+    shares, called = np.asarray(shares, dtype=np.float64), np.asarray(called, dtype=bool)
+    if shares.shape != called.shape:
+        raise ValueError("need one call per tumor share")
+    bounds = [0.0, *edges, None]
+    bins = []
+    for low, high in zip(bounds[:-1], bounds[1:]):
+        inside = (shares >= low) & (shares < high if high is not None else True)
+        n = int(inside.sum())
+        bins.append({"from": low, "to": high, "n": n,
+                     "sensitivity": float(called[inside].mean()) if n else None})
+    return bins
+
+
 def _weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Return each row's ROC AUC with those sample weights (ties count half; NaN without both classes)."""
     order = np.argsort(scores, kind="stable")

@@ -38,6 +38,9 @@ def test_a_perfect_classifier_scores_perfectly(report):
     assert intervals["clusters"] == 20  # no manifest groups: every scan is its own
     assert intervals["accuracy"] == intervals["roc_auc"] == [1.0, 1.0]  # no resample errs
     assert classification["errors"] == {"scans": 0, "groups": 0, "of_groups": 20, "by_group": []}
+    by_size = classification["sensitivity_by_size"]  # the 10 outlined tumor scans, all found
+    assert sum(b["n"] for b in by_size) == 10
+    assert all(b["sensitivity"] == 1.0 for b in by_size if b["n"])
 
 
 def test_maps_of_the_bright_spot_point_at_the_outlined_tumor(report):

@@ -233,3 +233,19 @@ def test_errors_are_gathered_by_group_most_first():
         "scans": 0, "groups": 0, "of_groups": 2, "by_group": []}
     with pytest.raises(ValueError, match="one probability, group and path per label"):
         metrics.errors_by_group([0, 1], [0.9, 0.1], ["g"], ["x", "y"])
+
+
+def test_sensitivity_by_size_bins_the_tumor_share_of_the_image():
+    shares = [0.001, 0.002, 0.005, 0.02, 0.03, 0.5]
+    called = [False, True, True, True, False, True]
+    bins = metrics.sensitivity_by_size(shares, called)
+    assert bins == [
+        {"from": 0.0, "to": 0.0025, "n": 2, "sensitivity": 0.5},
+        {"from": 0.0025, "to": 0.01, "n": 1, "sensitivity": 1.0},
+        {"from": 0.01, "to": 0.04, "n": 2, "sensitivity": 0.5},
+        {"from": 0.04, "to": None, "n": 1, "sensitivity": 1.0},
+    ]
+    assert sum(b["n"] for b in metrics.sensitivity_by_size([0.0025, 0.01, 0.04, 1.0], [True] * 4)) == 4
+    assert metrics.sensitivity_by_size([], [])[0] == {"from": 0.0, "to": 0.0025, "n": 0, "sensitivity": None}
+    with pytest.raises(ValueError, match="one call per tumor share"):
+        metrics.sensitivity_by_size([0.1], [True, False])

@@ -78,6 +78,11 @@ def test_evaluate_reads_the_lgg_layout_with_case_folders(model, tmp_path):
     report = json.loads(run("evaluate", model, tmp_path, "--json").output)
     assert report["classification"]["n"] == 6  # masks are not counted as scans
     assert report["localisation"]["gradcam"]["n"] == 3
+    by_size = [b for b in report["classification"]["sensitivity_by_size"] if b["n"]]
+    assert sum(b["n"] for b in by_size) == 3 and all(b["sensitivity"] == 1.0 for b in by_size)
+    printed = " ".join(run("evaluate", model, tmp_path).output.split())
+    assert "sensitivity by tumor size (share of the image, on outlined tumor scans):" in printed
+    assert "100.0% of" in printed
 
 
 def test_evaluate_says_which_groups_hold_the_errors(model, tmp_path):

@@ -83,10 +83,24 @@ def _errors_line(metrics: dict, shown: int = 5) -> str:
             f"{errors['of_groups']} groups of near-duplicates or cases; most: {largest}")
 
 
-def _print_errors(console, metrics: dict) -> None:
-    line = _errors_line(metrics)
-    if line:
-        console.print(line, markup=False)  # file names may hold brackets
+def _sizes_line(metrics: dict) -> str:
+    """Return the sensitivity by tumor size as one line ("" without outlined tumor scans)."""
+    bins = [b for b in metrics.get("sensitivity_by_size", []) if b["n"]]
+    if not bins:
+        return ""
+
+    def span(b: dict) -> str:
+        low = f"{100 * b['from']:g}"
+        return f"≥ {low} %" if b["to"] is None else f"{low}–{100 * b['to']:g} %"
+
+    return ("sensitivity by tumor size (share of the image, on outlined tumor scans): "
+            + "; ".join(f"{span(b)}: {_percent(b['sensitivity'])} of {b['n']}" for b in bins))
+
+
+def _print_breakdown(console, metrics: dict) -> None:
+    for line in (_errors_line(metrics), _sizes_line(metrics)):
+        if line:
+            console.print(line, markup=False)  # file names may hold brackets
 
 
 def _localisation_table(report: dict):
@@ -117,7 +131,7 @@ def _print_report(report: dict) -> None:
     console = Console()
     console.print(_classification_table(f"{report['model']}: classification", report["classification"]))
     console.print(_intervals_line(report["classification"]))
-    _print_errors(console, report["classification"])
+    _print_breakdown(console, report["classification"])
     if any(s.get("n") for s in report["localisation"].values()):
         console.print(_localisation_table(report))
     else:
@@ -237,7 +251,7 @@ def _print_card(card: dict, out: Path) -> None:
     for domain, report in card["test"].items():
         console.print(_classification_table(f"TEST {domain}", report["classification"]))
         console.print(_intervals_line(report["classification"]))
-        _print_errors(console, report["classification"])
+        _print_breakdown(console, report["classification"])
         if any(s.get("n") for s in report["localisation"].values()):
             console.print(_localisation_table(report))
     console.print(f"wrote {out / 'model.keras'}, {out / 'model.json'}, {out / 'model_card.json'}")

@@ -44,6 +44,9 @@ PNG_DEFLATE_LEVEL = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> gray, RGB, RGBA
 PNG_FILTER_UP = 2  # each byte minus the one above: a vectorised subtraction, smooth overlays shrink
+# fpng writes a side of 65536 pixels or more modulo 65536 (a corrupt PNG, without an error):
+# longer images, say a 1 x 70000 strip, take the libdeflate path.
+FPNG_MAX_SIDE = 65535
 # Thumbnails are previews: JPEG encodes one in a fraction of a millisecond where PNG took ~4 ms
 # (deflate is most of a scan's output cost on a small CNN), at a third of the size.
 THUMBNAIL_QUALITY = 85
@@ -231,17 +234,17 @@ def _replace(path: Path, data: bytes) -> None:
 def png_bytes(image: np.ndarray) -> bytes:
     """Return an (H, W), (H, W, 3) or (H, W, 4) uint8 image as PNG bytes, without any time chunk.
 
-    RGB images (every overlay) are encoded by fpng: ~4x faster than libdeflate level 1 here, for
-    files ~25 % larger (``benchmarks/bench_overlay.py``). Its output is plain PNG (IHDR, IDAT,
-    IEND and fpng's constant ``fdEC`` marker, an ancillary chunk that readers skip), the same bytes
-    for the same pixels. Gray and RGBA images carry the Up filter (computed here with numpy) on
-    every row and are deflated in one call to libdeflate.
+    RGB images up to 65535 pixels a side (every real overlay) are encoded by fpng: ~4x faster
+    than libdeflate level 1 here, for files ~25 % larger (``benchmarks/bench_overlay.py``). Its
+    output is plain PNG (IHDR, IDAT, IEND and fpng's constant ``fdEC`` marker, an ancillary chunk
+    that readers skip), the same bytes for the same pixels. Other images carry the Up filter
+    (computed here with numpy) on every row and are deflated in one call to libdeflate.
     """
     image = np.asarray(image)
     channels = image.shape[2] if image.ndim == 3 else 1
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or channels not in PNG_COLOUR_TYPES:
         raise ValueError(f"a PNG needs a uint8 array of 1, 3 or 4 channels, not {image.dtype} {image.shape}")
-    if channels == 3:
+    if channels == 3 and max(image.shape[:2]) <= FPNG_MAX_SIDE:
         return fpng.from_ndarray(np.ascontiguousarray(image))
     return deflated_png(image)
 

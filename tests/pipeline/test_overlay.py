@@ -171,6 +171,13 @@ def test_png_bytes_round_trip_through_pillow_and_libpng(shape, mode):
     assert png_bytes(image.copy()) == data
 
 
+@pytest.mark.parametrize("shape", [(1, 65535, 3), (1, 65536, 3), (70000, 1, 3)])
+def test_png_bytes_keeps_sides_beyond_what_fpng_can_write(shape):
+    image = np.random.default_rng(8).integers(0, 256, shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(png_bytes(image))) as decoded:
+        np.testing.assert_array_equal(np.asarray(decoded), image)
+
+
 def test_png_bytes_of_a_strided_view_holds_the_view(tmp_path):
     image = np.random.default_rng(6).integers(0, 256, (40, 60, 3), dtype=np.uint8)[::3, 1::2]
     with Image.open(io.BytesIO(png_bytes(image))) as decoded:

@@ -42,7 +42,7 @@ class Tally:
     groups: list[str] = field(default_factory=list)  # near-duplicate group or case of each scan
     paths: list[str] = field(default_factory=list)
     tumor_shares: list[float] = field(default_factory=list)  # outlined tumor scans: region / image
-    tumor_called: list[bool] = field(default_factory=list)  # and whether the model said tumor
+    outlined_probability: list[float] = field(default_factory=list)  # and their tumor probability
     scores: dict[str, list[dict]] = field(default_factory=dict)
     baseline: list[dict] = field(default_factory=list)
     neurons: object = None
@@ -125,7 +125,7 @@ def _tally_batch(tally: Tally, analyzers: dict, batch: Batch) -> None:
             for mask, probability in zip(batch.masks, np.asarray(result.tumor_probability)):
                 if mask is not None and mask.any():
                     tally.tumor_shares.append(float(mask.mean()))
-                    tally.tumor_called.append(bool(probability >= 0.5))
+                    tally.outlined_probability.append(float(probability))
     tally.baseline.extend(_baseline(batch))
 
 
@@ -186,7 +186,8 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
             "intervals": metrics.bootstrap_intervals(tally.labels, tally.tumor_probability, tally.groups),
             "errors": metrics.errors_by_group(tally.labels, tally.tumor_probability, tally.groups,
                                               tally.paths),
-            "sensitivity_by_size": metrics.sensitivity_by_size(tally.tumor_shares, tally.tumor_called),
+            "sensitivity_by_size": metrics.sensitivity_by_size(tally.tumor_shares,
+                                                                 tally.outlined_probability),
         },
         "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},

@@ -175,8 +175,8 @@ def errors_by_group(labels: Sequence[int], tumor_probability: Sequence[float], g
 SIZE_EDGES = (0.0025, 0.01, 0.04)
 
 
-def sensitivity_by_size(shares: Sequence[float], called: Sequence[bool],
-                        edges: Sequence[float] = SIZE_EDGES) -> list[dict]:
+def sensitivity_by_size(shares: Sequence[float], tumor_probability: Sequence[float],
+                        edges: Sequence[float] = SIZE_EDGES, threshold: float = 0.5) -> list[dict]:
     """Return the sensitivity on outlined tumor scans, by how much of the image the tumor covers.
 
     One number for every tumor scan hides that a slice through a tumor's edge is a harder call
@@ -184,16 +184,18 @@ def sensitivity_by_size(shares: Sequence[float], called: Sequence[bool],
 
     Args:
         shares: per tumor scan, the outlined region's share of the image (0-1).
-        called: per tumor scan, whether the model called it tumor.
+        tumor_probability: per tumor scan, the predicted tumor probability.
         edges: increasing bin edges between 0 and 1.
+        threshold: the probability at or above which a scan is called tumor.
 
     Returns:
         One dict per bin: ``from`` and ``to`` (shares; ``to`` is None for the last, open bin),
         ``n`` and ``sensitivity`` (None for an empty bin).
     """
-    shares, called = np.asarray(shares, dtype=np.float64), np.asarray(called, dtype=bool)
+    shares = np.asarray(shares, dtype=np.float64)
+    called = np.asarray(tumor_probability, dtype=np.float64) >= threshold
     if shares.shape != called.shape:
-        raise ValueError("need one call per tumor share")
+        raise ValueError("need one probability per tumor share")
     bounds = [0.0, *edges, None]
     bins = []
     for low, high in zip(bounds[:-1], bounds[1:]):

@@ -237,15 +237,15 @@ def test_errors_are_gathered_by_group_most_first():
 
 def test_sensitivity_by_size_bins_the_tumor_share_of_the_image():
     shares = [0.001, 0.002, 0.005, 0.02, 0.03, 0.5]
-    called = [False, True, True, True, False, True]
-    bins = metrics.sensitivity_by_size(shares, called)
+    probability = [0.1, 0.5, 0.9, 0.8, 0.49, 0.7]  # 0.5 is called tumor
+    bins = metrics.sensitivity_by_size(shares, probability)
     assert bins == [
         {"from": 0.0, "to": 0.0025, "n": 2, "sensitivity": 0.5},
         {"from": 0.0025, "to": 0.01, "n": 1, "sensitivity": 1.0},
         {"from": 0.01, "to": 0.04, "n": 2, "sensitivity": 0.5},
         {"from": 0.04, "to": None, "n": 1, "sensitivity": 1.0},
     ]
-    assert sum(b["n"] for b in metrics.sensitivity_by_size([0.0025, 0.01, 0.04, 1.0], [True] * 4)) == 4
+    assert sum(b["n"] for b in metrics.sensitivity_by_size([0.0025, 0.01, 0.04, 1.0], [0.9] * 4)) == 4
     assert metrics.sensitivity_by_size([], [])[0] == {"from": 0.0, "to": 0.0025, "n": 0, "sensitivity": None}
-    with pytest.raises(ValueError, match="one call per tumor share"):
-        metrics.sensitivity_by_size([0.1], [True, False])
+    with pytest.raises(ValueError, match="one probability per tumor share"):
+        metrics.sensitivity_by_size([0.1], [0.9, 0.1])

@@ -45,8 +45,8 @@ from tf_keras_vis.gradcam import Gradcam  # noqa: E402
 from tf_keras_vis.utils.model_modifiers import ReplaceToLinear  # noqa: E402
 from tf_keras_vis.utils.scores import CategoricalScore  # noqa: E402
 
-from pipeline.analysis import Analyzer  # noqa: E402
-from pipeline.spec import load_spec, write_spec  # noqa: E402
+from pipeline.explain.analysis import Analyzer  # noqa: E402
+from pipeline.model.spec import load_spec, write_spec  # noqa: E402
 
 SCANS = ROOT.parent / "shared" / "data" / "br35h" / "yes"
 CASES = {  # name: (input side, images per round, builder)

@@ -21,14 +21,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.analysis import Analyzer  # noqa: E402
-from pipeline.scans import read_scan  # noqa: E402
-from pipeline.spec import load_spec, write_spec  # noqa: E402
+from pipeline.explain.analysis import Analyzer  # noqa: E402
+from pipeline.io.scans import read_scan  # noqa: E402
+from pipeline.model.spec import load_spec, write_spec  # noqa: E402
 
 
 def inception_spec(folder: Path):
     """Save an InceptionV3 classifier (GAP -> Dense head) at 224 px and return its spec."""
-    from pipeline.architectures import build_model
+    from pipeline.train.architectures import build_model
 
     build_model("inceptionv3", (224, 224)).save(folder / "model.keras")
     write_spec({"name": "inceptionv3-224", "file": "model.keras", "input_size": [224, 224],

@@ -3,7 +3,7 @@
 ``write_outputs`` upsamples a 28 x 28 map (a small CNN's last conv at 224 px) to the scan's size, blends the overlay, and writes the
 overlay PNG, the thumbnail and the heatmap npz. The reference is Pillow decoding the same scan
 saved as a JPEG (open + convert("RGB") + asarray), which every scan pays anyway. The choices
-inside ``pipeline.overlay`` are measured beside it:
+inside ``pipeline.explain.overlay`` are measured beside it:
 
 - the overlay's PNG encoder, ``png_bytes`` (fpng for RGB), against the encoder it replaced,
   ``deflated_png`` (Up filter in numpy, libdeflate level 1), Pillow's (level 1, run-length
@@ -50,8 +50,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.npz import npz_bytes  # noqa: E402
-from pipeline.overlay import (  # noqa: E402
+from pipeline.io.npz import npz_bytes  # noqa: E402
+from pipeline.explain.overlay import (  # noqa: E402
     NPZ_COMPRESS_LEVEL,
     colormap_lut,
     deflated_png,

@@ -107,7 +107,7 @@ def time_queued(folder: Path, warm: Path, spec, work: Path, size: int, processes
 
 def throughput(tmp: Path, spec, scans: int, rounds: int, size: int) -> None:
     """Print scans per second of local and queued runs, and their ratios."""
-    from pipeline.analysis import Analyzer
+    from pipeline.explain.analysis import Analyzer
 
     folder = tmp / "scans"
     source = scan_folder(folder, scans)

@@ -81,7 +81,7 @@ def save_model(folder: Path, name: str):
     """Build, save and describe one benchmark model; return its spec."""
     import keras
 
-    from pipeline.spec import load_spec, write_spec
+    from pipeline.model.spec import load_spec, write_spec
 
     build, size, preprocessing = MODELS[name]
     if build is None:
@@ -97,7 +97,7 @@ def save_model(folder: Path, name: str):
 
 def prepared(folder: Path, analyzer) -> np.ndarray:
     """Decode and preprocess every scan once, outside any timing."""
-    from pipeline.scans import read_scan
+    from pipeline.io.scans import read_scan
 
     return np.stack([analyzer.prepare(read_scan(p)[0].pixels) for p in sorted(folder.iterdir())])
 
@@ -167,7 +167,7 @@ def bench(name: str, folder: Path, tmp: Path, rounds: int, size: int) -> dict[st
     """Return the median scans per second of each variant for one model."""
     import keras
 
-    from pipeline.analysis import Analyzer
+    from pipeline.explain.analysis import Analyzer
 
     spec = save_model(tmp / name.replace(" ", "_"), name)
     analyzer = Analyzer(spec, "gradcam")

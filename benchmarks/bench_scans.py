@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.scans import read_scan  # noqa: E402  (needs the project root on the path)
+from pipeline.io.scans import read_scan  # noqa: E402  (needs the project root on the path)
 
 BR35H = ROOT.parent / "shared" / "data" / "br35h"
 
@@ -76,15 +76,15 @@ def dicom_files() -> list[Path]:
 
 def gray_to_model_and_overlay(pixels: np.ndarray, spec) -> None:
     """What every scan's pixels go through after reading: the model input, the overlay's gray."""
-    from pipeline.analysis import prepare_pixels
-    from pipeline.overlay import grayscale
+    from pipeline.explain.analysis import prepare_pixels
+    from pipeline.explain.overlay import grayscale
 
     prepare_pixels(pixels, spec), grayscale(pixels)
 
 
 def rgb_spec(folder: Path):
     """Return the spec of an RGB model at 224 px (preparing an input never opens the model file)."""
-    from pipeline.spec import load_spec, write_spec
+    from pipeline.model.spec import load_spec, write_spec
 
     (folder / "model.keras").write_bytes(b"")
     return load_spec(write_spec({"name": "rgb-224", "file": "model.keras", "input_size": [224, 224],
@@ -97,7 +97,7 @@ def compare_gray(rounds: int) -> None:
     """Print the cost of gray scans kept one channel against the same scans widened to RGB."""
     import tempfile
 
-    from pipeline.spec import load_spec
+    from pipeline.model.spec import load_spec
 
     with tempfile.TemporaryDirectory() as folder:
         for spec in (load_spec(ROOT / "models" / "default"), rgb_spec(Path(folder))):

@@ -1,4 +1,4 @@
-"""The measurements behind ``pipeline.near_duplicates.MAX_DISTANCE``, on the shared data.
+"""The measurements behind ``pipeline.data.near_duplicates.MAX_DISTANCE``, on the shared data.
 
 For each limit it prints, on Br35H, the groups per class, the pairs joining a ``yes`` image to a
 ``no`` image (a wrong join unless the set mislabels a scan) and the largest group; on LGG FLAIR,
@@ -20,7 +20,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.near_duplicates import (  # noqa: E402
+from pipeline.data.near_duplicates import (  # noqa: E402
     MAX_DISTANCE,
     distances,
     fingerprint_all,

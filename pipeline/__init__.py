@@ -1,0 +1,1 @@
+"""Pure compute, in rooms by concern: io, data, model, explain, evaluate, train (docs/design.md)."""

@@ -265,7 +265,7 @@ def _results_per_done_scan(session) -> int:
 def test_memory_stays_flat_over_many_batches(settings, tmp_path):
     import psutil
 
-    from pipeline.spec import load_spec
+    from pipeline.model.spec import load_spec
     from worker.jobs import create_job
     from worker.local import run_local
 

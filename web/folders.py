@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.scans import is_scan_candidate
+from pipeline.io.scans import is_scan_candidate
 
 # A listing stops counting here so one huge folder cannot stall the page.
 COUNT_CAP = 10_000

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.scans import ScanError, read_scan
+from pipeline.io.scans import ScanError, read_scan
 from web.folders import OutsideBase, resolve_inside
 
 # Result.image_info is written without identifiers; these patterns are a second line of defence.
@@ -64,7 +64,7 @@ def heatmap_png(npz: Path, size: tuple[int, int], transparent: bool = False) -> 
     ``transparent`` makes cold pixels see-through (alpha follows the heat), for blending the map
     over the scan in the browser the way the stored overlay does.
     """
-    from pipeline.overlay import colormap_lut, load_heatmap, upsample
+    from pipeline.explain.overlay import colormap_lut, load_heatmap, upsample
 
     try:
         heat = load_heatmap(npz)

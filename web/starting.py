@@ -13,10 +13,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline.spec import SpecError, load_spec
+from pipeline.model.spec import SpecError, load_spec
 from worker.models import Model
 
-# pipeline.analysis.METHODS in the order the form offers them, Grad-CAM (the default) first;
+# pipeline.explain.analysis.METHODS in the order the form offers them, Grad-CAM (the default) first;
 # tests/web checks that every method has a label here.
 METHOD_LABELS = {
     "gradcam": "Grad-CAM",

@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterable
 
 from werkzeug.datastructures import FileStorage
 
-from pipeline.scans import is_scan_candidate
+from pipeline.io.scans import is_scan_candidate
 
 CHUNK = 1 << 20
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select, update
 
-from pipeline.scans import Scan as Image
-from pipeline.scans import ScanError, read_scan
+from pipeline.io.scans import Scan as Image
+from pipeline.io.scans import ScanError, read_scan
 from worker.db import SessionFactory, write_scope
 from worker.models import Job, JobStatus, Result, Scan, ScanStatus, utcnow
 from worker.settings import get_settings
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # deliveries of a scan that never finished (killed, timed out) before it fails
 INTERNAL_ERROR = ("this scan could not be analysed because of an internal error; the worker log "
                   "has the details")
-# The files pipeline.overlay.write_outputs writes beside a stem, by Result column.
+# The files pipeline.explain.overlay.write_outputs writes beside a stem, by Result column.
 OUTPUT_SUFFIXES = {"overlay": ".overlay.png", "thumbnail": ".thumb.jpg", "heatmap": ".heatmap.npz"}
 CLOSED = (JobStatus.CANCELLED, JobStatus.DONE, JobStatus.FAILED)
 
@@ -178,7 +178,7 @@ def _raise_if_out_of_time(exc: BaseException) -> None:
 
 
 def _is_model_error(exc: Exception) -> bool:
-    from pipeline.models import ModelError  # TensorFlow is loaded by now: a pass was attempted
+    from pipeline.model.loading import ModelError  # TensorFlow is loaded by now: a pass was attempted
 
     return isinstance(exc, ModelError)
 
@@ -216,7 +216,7 @@ def output_stem(work: Work, item: Item, frame: int | None) -> Path:
 
 
 def _write_item(item: Item, work: Work) -> None:
-    from pipeline.overlay import write_outputs
+    from pipeline.explain.overlay import write_outputs
 
     rows = []
     for analysis in item.analyses:
@@ -324,7 +324,7 @@ def _fail_copies(session, item: Item) -> None:
 
 
 def _record_neurons(session, work: Work, items: list[Item], outcome: BatchOutcome) -> None:
-    from pipeline.neurons import NeuronAccumulator, neuron_softmax
+    from pipeline.explain.neurons import NeuronAccumulator, neuron_softmax
 
     vectors, labels = [], []
     for item in items:

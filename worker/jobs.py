@@ -7,7 +7,7 @@
     cancel_job(session, job_id); reopen_job(session, job_id)
     pending_scan_ids(session, job_id, chunk_size=500) -> Iterator[list[int]]
     job_summary(session, job_id) -> dict
-    job_analyzer(session, job_id) -> pipeline.analysis.Analyzer
+    job_analyzer(session, job_id) -> pipeline.explain.analysis.Analyzer
 
 Functions given a ``session`` never commit it (the caller does); those given a
 ``session_factory`` open their own short transactions, never one held across an analysis.
@@ -25,7 +25,7 @@ Functions given a ``session`` never commit it (the caller does); those given a
   devices), nothing recomputed; reused scans do not enter this job's neuron statistics.
   ``attempts`` counts deliveries; a scan that started ``MAX_ATTEMPTS`` times without finishing
   fails. ``worker.batch`` holds the stages of one batch.
-  A model that cannot be analysed at all (``pipeline.models.ModelError``) fails the job with
+  A model that cannot be analysed at all (``pipeline.model.loading.ModelError``) fails the job with
   that reason and leaves its scans pending.
 - Finalising merges the batches' neuron partials once, with a conditional UPDATE.
 - Cancelling stops new batches; pending scans stay pending. ``reopen_job`` makes a cancelled or
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import delete, exists, func, select, update
 
-from pipeline.scans import ScanError, sha256_file
+from pipeline.io.scans import ScanError, sha256_file
 from worker import batch
 from worker.batch import BatchOutcome
 from worker.db import SessionFactory, session_scope, write_scope
@@ -54,7 +54,7 @@ from worker.store import (add_scans, existing_paths, get_job, job_summary, mark_
 from worker.walk import Entry, folder_labels, path_label, walk
 
 if TYPE_CHECKING:
-    from pipeline.spec import ModelSpec
+    from pipeline.model.spec import ModelSpec
 
 __all__ = ["JobError", "create_job", "enumerate_job", "process_batch", "finalize_job", "cancel_job",
            "reopen_job", "pending_scan_ids", "job_summary", "job_analyzer", "BatchOutcome"]
@@ -84,7 +84,7 @@ def create_job(session, root: str | os.PathLike, spec: ModelSpec, method: str,
 
 def check_method(method: str) -> None:
     """Raise JobError unless ``method`` is a CAM method the analysis knows."""
-    from pipeline.analysis import METHODS  # numpy/Pillow only: safe in the web process
+    from pipeline.explain.analysis import METHODS  # numpy/Pillow only: safe in the web process
 
     if method not in METHODS:
         raise JobError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
@@ -163,7 +163,7 @@ def finalize_job(session_factory: SessionFactory, job_id: int) -> bool:
 
 def neuron_stats_for(session, job: Job, top: int = NEURONS_KEPT) -> NeuronStats:
     """Merge the job's batch partials into its NeuronStats and drop the partials."""
-    from pipeline.neurons import NeuronAccumulator
+    from pipeline.explain.neurons import NeuronAccumulator
 
     merged = None
     for payload in session.scalars(select(NeuronPartial.payload).where(NeuronPartial.job_id == job.id)):
@@ -207,8 +207,8 @@ def reopen_job(session, job_id: int) -> Job:
 
 def job_analyzer(session, job_id: int):
     """Return an Analyzer for the job's model and method; the model loads on first use."""
-    from pipeline.analysis import Analyzer
-    from pipeline.spec import load_spec
+    from pipeline.explain.analysis import Analyzer
+    from pipeline.model.spec import load_spec
 
     job = get_job(session, job_id)
     spec = load_spec(job.model.spec_path)

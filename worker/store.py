@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from worker.models import Job, Model, NeuronPartial, Result, Scan, ScanStatus, User, utcnow
 
 if TYPE_CHECKING:
-    from pipeline.spec import ModelSpec
+    from pipeline.model.spec import ModelSpec
 
 
 class NotFound(LookupError):

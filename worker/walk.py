@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.scans import SCAN_SUFFIXES, is_scan_candidate
+from pipeline.io.scans import SCAN_SUFFIXES, is_scan_candidate
 
 log = logging.getLogger(__name__)
 

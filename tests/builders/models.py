@@ -35,7 +35,7 @@ def build_model(folder: Path, kind: str, input_size: tuple[int, int] = (48, 48),
     """Write a random-weight classifier and its model.json into ``folder``; return the json path."""
     import keras
 
-    from pipeline.spec import write_spec
+    from pipeline.model.spec import write_spec
 
     keras.utils.set_random_seed(seed)
     width, height = input_size
@@ -158,8 +158,8 @@ def train_blob_model(folder: Path, seed: int = 0, epochs: int = 3) -> Path:
     """Train a GAP -> Dense CNN to tell blob from no blob; write it with model.json, return its path."""
     import keras
 
-    from pipeline.analysis import PREPROCESS
-    from pipeline.spec import write_spec
+    from pipeline.explain.analysis import PREPROCESS
+    from pipeline.model.spec import write_spec
 
     keras.utils.set_random_seed(seed)
     pixels, labels, _ = blob_images(1500, seed)

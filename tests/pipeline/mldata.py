@@ -47,7 +47,7 @@ def bright_spot_model(folder: Path, size: int = 32) -> Path:
     """
     import keras
 
-    from pipeline.spec import write_spec
+    from pipeline.model.spec import write_spec
 
     inputs = keras.Input((size, size, 1))
     features = keras.layers.Conv2D(1, 1, activation="relu", name="spot")(inputs)

@@ -17,7 +17,7 @@ CLASSES = ["no_tumor", "tumor"]
 
 def write_model(folder: Path, name: str = "test-model") -> Path:
     """Write a model.json over a placeholder weights file (the web never loads the model)."""
-    from pipeline.spec import write_spec
+    from pipeline.model.spec import write_spec
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.keras").write_bytes(b"weights of " + name.encode())
@@ -36,7 +36,7 @@ def add_user(session: Session, username: str = "alice", password: str = "correct
 def add_job(session: Session, root: Path, spec_path: Path, status: JobStatus = JobStatus.DONE,
             method: str = "gradcam", card: dict | None = None) -> Job:
     """Record a job over ``root`` with the model at ``spec_path`` (started a minute ago)."""
-    from pipeline.spec import load_spec
+    from pipeline.model.spec import load_spec
 
     model = model_for_spec(session, load_spec(spec_path))
     if card is not None:
@@ -104,7 +104,7 @@ def add_analysed(session: Session, job: Job, outputs: Path, rows: list[tuple[str
     import numpy as np
     from PIL import Image
 
-    from pipeline.overlay import write_outputs
+    from pipeline.explain.overlay import write_outputs
     from tests.builders.scans import synthetic_slice
 
     rng = np.random.default_rng(seed)

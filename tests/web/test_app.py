@@ -18,7 +18,7 @@ NO_TF_PROBE = textwrap.dedent("""
     client = app.test_client()
     statuses = [client.get(u).status_code for u in ("/login", "/healthz", "/jobs", "/api/jobs")]
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")
-                   or m in ("pipeline.models", "pipeline.cams", "pipeline.train", "pipeline.analysis"))
+                   or m in ("pipeline.model.loading", "pipeline.explain.cams", "pipeline.train.training", "pipeline.explain.analysis"))
     print(json.dumps({"statuses": statuses, "heavy": heavy}))
 """)
 
@@ -88,7 +88,7 @@ def test_health_answers_200_with_a_live_broker(make_app, redis_url):
 
 
 def test_methods_match_the_analysis():
-    from pipeline.analysis import METHODS
+    from pipeline.explain.analysis import METHODS
     from web.starting import METHOD_LABELS, METHODS as WEB_METHODS
 
     assert set(WEB_METHODS) == set(METHODS) == set(METHOD_LABELS)

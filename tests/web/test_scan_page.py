@@ -1,4 +1,4 @@
-"""The scan page and its images: real artifacts written by pipeline.overlay, originals from the root."""
+"""The scan page and its images: real artifacts written by pipeline.explain.overlay, originals from the root."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.overlay import write_outputs
+from pipeline.explain.overlay import write_outputs
 from tests.web import seed
 from worker.models import Result, ScanStatus
 

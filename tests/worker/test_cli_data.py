@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.near_duplicates import MAX_DISTANCE
+from pipeline.data.near_duplicates import MAX_DISTANCE
 from tests.pipeline.folders import build_source
 from worker.cli import main
 from worker.commands.data import DEFAULT_MAX_DISTANCE

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.analysis import METHODS, Analyzer
-from pipeline.scans import read_scan
-from pipeline.spec import load_spec
+from pipeline.explain.analysis import METHODS, Analyzer
+from pipeline.io.scans import read_scan
+from pipeline.model.spec import load_spec
 from tests.pipeline.mldata import blob_image, bright_spot_model, make_prepared
 from worker.cli import main
 

@@ -53,7 +53,7 @@ def test_cancel_then_resume_finishes_the_job(settings, tmp_path):
     model = small_model(tmp_path)
     tumorlens("db", "upgrade")
     factory = make_session_factory(settings.database_url)
-    from pipeline.spec import load_spec
+    from pipeline.model.spec import load_spec
     from worker.jobs import create_job
 
     with session_scope(factory) as session:
@@ -86,7 +86,7 @@ def test_neurons_reports_the_strongest_neurons_and_the_label_source(settings, tm
 
 def test_neurons_of_an_unfinished_job_says_so(settings, tmp_path):
     tumorlens("db", "upgrade")
-    from pipeline.spec import load_spec
+    from pipeline.model.spec import load_spec
     from worker.jobs import create_job
 
     with session_scope(make_session_factory(settings.database_url)) as session:

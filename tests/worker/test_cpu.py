@@ -28,7 +28,7 @@ ACTIONS = {
     # an in-process job (``scan --local``): an empty folder needs no model, only the job's path
     "run_local": """
 from pathlib import Path
-from pipeline.spec import load_spec
+from pipeline.model.spec import load_spec
 from worker import jobs
 from worker.db import make_session_factory, session_scope, upgrade
 from worker.local import run_local

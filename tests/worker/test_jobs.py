@@ -21,14 +21,14 @@ from worker.store import job_summary
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     """A tiny random-weight CNN (32 px input) and its spec."""
-    from pipeline.spec import load_spec
+    from pipeline.model.spec import load_spec
 
     return load_spec(build_model(tmp_path_factory.mktemp("model"), "sequential", input_size=(32, 32)))
 
 
 @pytest.fixture(scope="module")
 def analyzer(spec):
-    from pipeline.analysis import Analyzer
+    from pipeline.explain.analysis import Analyzer
 
     return Analyzer(spec, "gradcam")
 

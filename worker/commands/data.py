@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-DEFAULT_MAX_DISTANCE = 20  # pipeline.near_duplicates.MAX_DISTANCE, kept here so --help stays fast
+DEFAULT_MAX_DISTANCE = 20  # pipeline.data.near_duplicates.MAX_DISTANCE, kept here so --help stays fast
 
 
 @contextlib.contextmanager
@@ -64,7 +64,7 @@ def prepare_data(src: Path, dest: Path, split_text: str, seed: int, max_distance
     each group goes to one split, stratified by class. DEST gets yes/ and no/ per split (hard
     links where possible), manifest.csv and summary.json. PRED and other folders are left out.
     """
-    from pipeline import prepare
+    from pipeline.data import prepare
 
     try:
         proportions = prepare.parse_split(split_text)

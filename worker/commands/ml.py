@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.architectures import ARCHITECTURES
+from pipeline.train.architectures import ARCHITECTURES
 
 METHOD_CHOICES = ("cam", "gradcam", "gradcampp", "scorecam", "layercam", "all")
 DEFAULT_AUGMENT = "flip,rotation,zoom"
@@ -18,17 +18,17 @@ DEFAULT_AUGMENT = "flip,rotation,zoom"
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Return the exception types whose message is meant for the person at the terminal."""
-    from pipeline.annotations import AnnotationError
-    from pipeline.datasets import DataError
-    from pipeline.models import ModelError
-    from pipeline.scans import ScanError
-    from pipeline.spec import SpecError
+    from pipeline.data.annotations import AnnotationError
+    from pipeline.data.datasets import DataError
+    from pipeline.model.loading import ModelError
+    from pipeline.io.scans import ScanError
+    from pipeline.model.spec import SpecError
 
     return AnnotationError, DataError, ModelError, ScanError, SpecError, FileNotFoundError
 
 
 def _annotations(source: Path | None):
-    from pipeline.annotations import Annotations
+    from pipeline.data.annotations import Annotations
 
     return Annotations(source)
 
@@ -159,10 +159,10 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
 
     DATA holds yes/no (or tumor/no_tumor, with case sub-folders) or TRAIN/VALIDATION/TEST.
     """
-    from pipeline.analysis import METHODS
-    from pipeline.datasets import evaluation_examples
-    from pipeline.evaluate import evaluate, sample
-    from pipeline.spec import load_spec
+    from pipeline.explain.analysis import METHODS
+    from pipeline.data.datasets import evaluation_examples
+    from pipeline.evaluate.evaluation import evaluate, sample
+    from pipeline.model.spec import load_spec
 
     methods = METHODS if method == "all" else (method,)
     try:
@@ -226,7 +226,7 @@ def train_command(data: Path, out: Path, arch: str, weights: str, input_size: in
     Stops early on VALIDATION loss (keeping the best epoch), then writes OUT/model.keras,
     OUT/model.json and OUT/model_card.json with the TEST metrics of every domain.
     """
-    from pipeline.train import TrainConfig, train
+    from pipeline.train.training import TrainConfig, train
 
     config = TrainConfig(arch=arch, weights=None if weights == "none" else weights,
                          input_size=input_size, epochs=epochs, batch_size=batch_size, seed=seed,
@@ -269,7 +269,7 @@ def split_cases(src: Path, dest: Path, split_text: str, seed: int) -> None:
     Every slice of a patient lands in one split; masks travel with their slice; DEST gets
     symlinks and manifest.csv.
     """
-    from pipeline.datasets import DataError, split_by_case
+    from pipeline.data.datasets import DataError, split_by_case
 
     try:
         fractions = [float(part) for part in split_text.split(",")]

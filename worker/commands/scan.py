@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.analysis import METHODS
+from pipeline.explain.analysis import METHODS
 from worker import db
 from worker.jobs import JobError, cancel_job, create_job, job_summary, reopen_job
 from worker.settings import DEFAULT_MODEL, get_settings
@@ -52,7 +52,7 @@ def job_progress(job_id: int) -> Iterator[Callable[[int, int], None]]:
 
 def load_model_spec(model: Path | None):
     """Return the spec of ``model`` (a model.json or its folder), or of the configured default."""
-    from pipeline.spec import SpecError, load_spec
+    from pipeline.model.spec import SpecError, load_spec
 
     settings = get_settings()
     path = model or settings.model
@@ -66,7 +66,7 @@ def load_model_spec(model: Path | None):
 
 def demo_model(folder: Path) -> Path:
     """Build (once) the random-weight demo model and say on stderr what it is."""
-    from pipeline.demo import ensure_demo_model
+    from pipeline.model.demo import ensure_demo_model
 
     path = ensure_demo_model(folder)
     click.echo(f"no trained model in {DEFAULT_MODEL}: using a demo model with random weights "

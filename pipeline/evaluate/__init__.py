@@ -1,0 +1,1 @@
+"""How good a model is: classification and localisation metrics, and the evaluation of a split."""

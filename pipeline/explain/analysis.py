@@ -1,0 +1,199 @@
+"""One fused pass per batch: probabilities, class activation maps and GAP neuron vectors.
+
+Importing this module does not import TensorFlow: ``prepare`` is numpy/Pillow only, and the model
+loads on the first ``analyze`` call, so a worker process can fork before it touches TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.model.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from pipeline.model.camgraph import CamGraph
+    from pipeline.explain.cams import CamMethod
+
+METHODS = ("cam", "gradcam", "gradcampp", "scorecam", "layercam")
+
+# Per-channel statistics of the ImageNet training set, as keras.applications uses them.
+CAFFE_BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+TORCH_MEANS = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+TORCH_STDS = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+PREPROCESS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "unit": lambda x: x / 255.0,
+    "symmetric": lambda x: x / 127.5 - 1.0,
+    "caffe": lambda x: x[..., ::-1] - CAFFE_BGR_MEANS,
+    "torch": lambda x: (x / 255.0 - TORCH_MEANS) / TORCH_STDS,
+    "none": lambda x: x,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchAnalysis:
+    """Everything one pass yields for a batch of N scans."""
+
+    probabilities: np.ndarray  # (N, K) float32
+    cams: np.ndarray  # (N, h, w) float32 in [0, 1] at the target layer's resolution
+    neurons: np.ndarray  # (N, C) float32 GAP of the target layer's maps
+    class_names: tuple[str, ...]
+    predicted: np.ndarray  # (N,) int: the class each map explains
+    tumor_probability: np.ndarray  # (N,) float32: sum over the positive classes
+
+
+def prepare_pixels(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Turn a scan's display pixels into one model input.
+
+    Args:
+        pixels: uint8, (H, W) gray or (H, W, 3) RGB, as ``pipeline.io.scans`` reads it.
+        spec: gives the input size (width, height), colour mode and preprocessing.
+
+    Returns:
+        float32 (height, width, channels), resized bilinearly and preprocessed.
+
+    Raises:
+        ValueError: the array is not an 8-bit image.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or pixels.size == 0:
+        raise ValueError(f"expected 8-bit image pixels (H, W) or (H, W, 3), got {pixels.dtype} "
+                         f"array of shape {pixels.shape}")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    image = Image.fromarray(pixels)
+    # A gray scan for an RGB model is resized as one channel and then repeated: the same values
+    # as converting it first (Pillow resizes each channel alike) for a third of the work.
+    keep = ("L", "RGB") if spec.color_mode == "rgb" else ("L",)
+    if image.mode not in keep:  # converting to the same mode is a full copy (~0.15 ms a scan)
+        image = image.convert("RGB" if spec.color_mode == "rgb" else "L")
+    array = np.asarray(image.resize(spec.input_size, Image.Resampling.BILINEAR), dtype=np.float32)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2) if spec.color_mode == "rgb" else array[..., None]
+    return PREPROCESS[spec.preprocessing](array).astype(np.float32, copy=False)
+
+
+class Analyzer:
+    """Classify batches and explain each decision with the chosen CAM method."""
+
+    def __init__(self, spec: ModelSpec, method: str = "gradcam") -> None:
+        if method not in METHODS:
+            raise ValueError(f'unknown CAM method "{method}"; choose one of {", ".join(METHODS)}')
+        self.spec, self.method = spec, method
+        self._lock = threading.Lock()
+        self._run: Callable[[Any], Any] | None = None
+        self.graph: CamGraph | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Return (height, width, channels) of one prepared scan."""
+        width, height = self.spec.input_size
+        return height, width, self.spec.channels
+
+    def prepare(self, scan_pixels: np.ndarray) -> np.ndarray:
+        """Return one model input for a scan's pixels (numpy/Pillow only, thread-safe)."""
+        return prepare_pixels(scan_pixels, self.spec)
+
+    def analyze(self, batch: np.ndarray) -> BatchAnalysis:
+        """Run the fused pass on a prepared batch.
+
+        Args:
+            batch: float32 (N, height, width, channels) from ``prepare``.
+
+        Returns:
+            Probabilities, maps, neuron vectors and predicted classes of the N scans.
+
+        Raises:
+            ValueError: the batch does not have the model's input shape.
+            pipeline.model.loading.ModelError: the model cannot be analysed with this method.
+        """
+        batch = self._checked(batch)
+        if len(batch) == 0:
+            return self._empty()
+        probabilities, cams, neurons, chosen = (t.numpy() for t in self._compiled()(batch))
+        tumor = probabilities[:, list(self.spec.positive_indices)].sum(axis=1)
+        return BatchAnalysis(probabilities, cams, neurons, self.spec.class_names,
+                             chosen.astype(np.int64), tumor.astype(np.float32))
+
+    def _checked(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            raise ValueError(f"expected a batch of shape (N, {', '.join(map(str, self.input_shape))}) "
+                             f"from Analyzer.prepare, got {batch.shape}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def _empty(self) -> BatchAnalysis:
+        k = len(self.spec.class_names)
+        self._compiled()
+        _, height, width, channels = self.graph.model.outputs[1].shape
+        return BatchAnalysis(np.zeros((0, k), np.float32), np.zeros((0, height, width), np.float32),
+                             np.zeros((0, channels), np.float32), self.spec.class_names,
+                             np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+    def _compiled(self) -> Callable[[Any], Any]:
+        with self._lock:
+            if self._run is None:
+                self._run = self._build()
+        return self._run
+
+    def _build(self) -> Callable[[Any], Any]:
+        import tensorflow as tf
+
+        from pipeline.model.camgraph import build_cam_graph
+        from pipeline.model.loading import load_model
+
+        self.graph = build_cam_graph(load_model(self.spec), self.spec)
+        method = make_method(self.method, self.graph)
+        signature = [tf.TensorSpec((None, *self.input_shape), tf.float32)]
+        return tf.function(lambda images: fused_pass(self.graph, method, self.spec, images),
+                           input_signature=signature)
+
+
+def make_method(name: str, graph: CamGraph) -> CamMethod:
+    """Return the CAM method ``name`` bound to what it needs from the graph."""
+    from pipeline.explain.cams import METHOD_CLASSES
+
+    cls = METHOD_CLASSES[name]
+    if name == "cam":
+        return cls(graph.require_class_kernel())
+    if name == "gradcam" and graph.class_kernel is not None:
+        # Behind GAP -> Dense, d(score_c)/dA_k(i, j) = W[k, c] / (h * w) at every position, so
+        # Grad-CAM's channel weights are CAM's divided by h * w: the same map once normalised,
+        # with no backward pass (tests/pipeline/explain/test_cam_correctness.py holds it to the tape).
+        return METHOD_CLASSES["cam"](graph.class_kernel)
+    if name == "scorecam":
+        return cls(lambda images: graph.model(images, training=False)[0])
+    return cls()
+
+
+def fused_pass(graph: CamGraph, method: CamMethod, spec: ModelSpec, images: Any) -> tuple:
+    """Return (probabilities, maps, neurons, chosen) from one forward pass (traced by tf.function)."""
+    import tensorflow as tf
+
+    from pipeline.explain.cams import CamInputs
+
+    with tf.GradientTape() as tape:
+        scores, features = graph.model(images, training=False)
+        chosen = choose_class(scores, spec)
+        picked = tf.gather(scores, chosen, axis=1, batch_dims=1)
+    # Each image's score depends on its own maps only, so the summed gradient is per image.
+    gradients = tape.gradient(picked, features) if method.needs_gradients else None
+    probabilities = tf.nn.sigmoid(scores) if graph.activation == "sigmoid" else tf.nn.softmax(scores)
+    maps = method.maps(CamInputs(images, features, gradients, chosen))
+    return probabilities, maps, tf.reduce_mean(features, axis=(1, 2)), chosen
+
+
+def choose_class(scores: Any, spec: ModelSpec) -> Any:
+    """Return the predicted class of each row: argmax, or the positive class when p >= 0.5."""
+    import tensorflow as tf
+
+    if spec.output != "sigmoid":
+        return tf.argmax(scores, axis=-1, output_type=tf.int32)
+    positive = spec.positive_indices[0]
+    return tf.where(scores[:, positive] >= 0, positive, 1 - positive)

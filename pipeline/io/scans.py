@@ -1,0 +1,341 @@
+"""Read scan files (JPEG, PNG, BMP, TIFF, DICOM) into display-ready 8-bit images.
+
+A gray source (nearly every MRI: DICOM MONOCHROME, gray PNG and JPEG, 16-bit TIFF) stays one
+channel, (H, W); a colour one becomes RGB, (H, W, 3). Widening gray to three equal channels cost
+three times the memory and two conversions back to gray per scan (the model input and the
+overlay), ~2 ms of a 512 x 512 scan, for pixels identical to the gray ones.
+
+Whatever is wrong with a file ends as a ``ScanError`` whose message is one sentence for a person;
+no other exception leaves ``read_scan`` for a bad file. DICOM decoding lives in ``pipeline.io.dicom``
+and is imported only when a DICOM file turns up, so reading plain images stays light.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import re
+import stat
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SCAN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+# Far above any MRI slice (a 4k x 4k scan is 16 megapixels), far below what exhausts memory.
+MAX_PIXELS = 100_000_000
+# Files are read whole before decoding; nothing a scanner writes per slice or series comes near this.
+MAX_FILE_BYTES = 1 << 30
+# MPO is how Pillow names JPEGs that carry extra preview frames (many cameras and phones write them).
+IMAGE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "BMP": "BMP", "TIFF": "TIFF"}
+NOT_READABLE = "not an image: the file is in no format tumorlens reads (JPEG, PNG, BMP, TIFF or DICOM)"
+
+# Pillow's own bomb check uses the same limit, so a bomb is refused before any pixel is decoded.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# warnings.catch_warnings swaps process-wide state: decoding threads take turns while opening.
+_OPEN_LOCK = threading.Lock()
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\0", "TIFF"),
+               (b"MM\0*", "TIFF"), (b"BM", "BMP"))
+_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+class ScanError(ValueError):
+    """A file that cannot be read as a scan; the message says why in plain words."""
+
+
+@dataclass
+class Scan:
+    """One display-ready image: a plain image file or one frame of a DICOM file."""
+
+    pixels: np.ndarray = field(repr=False)  # uint8 at the original size: (H, W) gray or (H, W, 3) RGB
+    frame: int | None = None  # None for a single image
+    info: dict[str, str] = field(default_factory=dict)  # non-identifying metadata only
+
+    def __post_init__(self) -> None:
+        # Read-only whatever the decoder produced: one scan feeds the model, the overlay and the
+        # thumbnail, and none of them may change what the others see.
+        self.pixels.flags.writeable = False
+
+
+def read_scan(path: str | os.PathLike) -> list[Scan]:
+    """Read one scan file into display-ready images, one per frame.
+
+    Args:
+        path: a JPEG, PNG, BMP, TIFF or DICOM file (the content decides, not the suffix).
+
+    Returns:
+        One Scan for a single image; one per frame (frame 0..n-1) for a multi-frame file.
+
+    Raises:
+        ScanError: the file is missing, unreadable, not an image, damaged or too large.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        return _decode(data, path.suffix.lower())
+    except ScanError:
+        raise
+    except MemoryError as exc:
+        raise ScanError("image too large: there is not enough memory to decode it") from exc
+    except Exception as exc:  # decoders raise every kind of error on damaged data
+        raise ScanError("damaged file: the image data cannot be decoded") from exc
+
+
+def is_scan_candidate(path: str | os.PathLike) -> bool:
+    """Tell whether a file looks like a scan by its name, or by the DICOM preamble when unnamed.
+
+    Args:
+        path: a file found in a folder; only files without a type suffix are opened (132 bytes).
+
+    Returns:
+        True for a scan suffix (any case), or no suffix and "DICM" at byte 128.
+    """
+    path = Path(path)
+    if path.name.startswith("._"):  # AppleDouble metadata that macOS leaves beside copied files
+        return False
+    suffix = path.suffix.lower()
+    # DICOM files are often named by their UID ("1.2.840.113619.2.55.3"): a digit suffix is no type.
+    if suffix and not suffix[1:].isdigit():
+        return suffix in SCAN_SUFFIXES
+    return _has_dicom_preamble(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the hex SHA-256 of a file's content, read in chunks.
+
+    Args:
+        path: a regular file (a pipe or a folder is refused rather than read).
+
+    Returns:
+        64 lowercase hex digits.
+
+    Raises:
+        ScanError: the file is gone, unreadable or not a regular file.
+    """
+    path = Path(path)
+    _regular_file_size(path)
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise ScanError(_os_error_message(exc, path)) from exc
+
+
+def scale_to_uint8(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Map values linearly so that lo becomes 0 and hi 255 (default: the array's own range).
+
+    Args:
+        values: any numeric array; NaN and infinities become 0.
+        lo, hi: the values shown black and white; hi < lo inverts.
+
+    Returns:
+        uint8 array of the same shape; all zeros when the range is empty.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if lo is None or hi is None:
+        own_lo, own_hi = _finite_range(values)
+        lo, hi = own_lo if lo is None else lo, own_hi if hi is None else hi
+    if hi == lo:  # a flat image stays black rather than dividing by zero
+        return np.zeros(values.shape, np.uint8)
+    scaled = values - np.float32(lo)  # float32 in place throughout: these are whole frames
+    scaled *= np.float32(255.0 / (hi - lo))
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, 255, out=scaled)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    return scaled.astype(np.uint8)
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    """Return the smallest and largest finite values, (0, 0) when there are none."""
+    lo, hi = float(values.min()), float(values.max())
+    if np.isfinite(lo) and np.isfinite(hi):  # the common case needs no masked copy
+        return lo, hi
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+
+
+def check_pixel_count(width: int, height: int) -> None:
+    """Refuse an image larger than MAX_PIXELS before it is decoded."""
+    if width * height > MAX_PIXELS:
+        raise ScanError(f"image too large: {width * height} pixels, the limit is {MAX_PIXELS}")
+
+
+def _decode(data: bytes, suffix: str) -> list[Scan]:
+    if _is_dicom_head(data):
+        return _read_dicom(data)
+    try:
+        image = _open_image(data)
+    except UnidentifiedImageError:
+        text = _text_kind(data)
+        if text:
+            raise ScanError(f"not an image: the file holds {text}") from None
+        kind = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+        if kind:
+            raise ScanError(f"damaged {kind}: the file starts like a {kind} "
+                            "but its header cannot be read") from None
+        if suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit():
+            return _read_dicom(data, preamble=False)  # DICOM written without its preamble
+        raise ScanError(NOT_READABLE) from None
+    return _image_scans(image)
+
+
+def _read_dicom(data: bytes, preamble: bool = True) -> list[Scan]:
+    from pipeline.io.dicom import read_dicom  # pydicom loads only once a DICOM file turns up
+
+    return read_dicom(data, preamble)
+
+
+def _open_image(data: bytes) -> Image.Image:
+    with _OPEN_LOCK, warnings.catch_warnings():
+        # Pillow warns between one and two times its limit; check_pixel_count speaks instead.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            count = found.group(1) if found else f"more than {2 * MAX_PIXELS}"
+            raise ScanError(f"image too large: {count} pixels, the limit is {MAX_PIXELS}") from exc
+    check_pixel_count(*image.size)
+    return image
+
+
+def _image_scans(image: Image.Image) -> list[Scan]:
+    kind = IMAGE_FORMATS.get(image.format or "")
+    if kind is None:
+        raise ScanError(f"unsupported format: the file is a {image.format} image, and tumorlens reads "
+                        "JPEG, PNG, BMP, TIFF and DICOM")
+    pages = image.n_frames if kind == "TIFF" else 1  # a multi-page TIFF is a stack of slices
+    scans = []
+    for page in range(pages):
+        image.seek(page)
+        check_pixel_count(*image.size)
+        pixels = _display_pixels(_load(image, kind))
+        info = {"format": kind, "mode": image.mode, "bits": str(_BITS.get(image.mode, 8))}
+        scans.append(Scan(pixels=pixels, frame=page if pages > 1 else None, info=info))
+    return scans
+
+
+def _load(image: Image.Image, kind: str) -> Image.Image:
+    try:
+        image.load()  # Image.open only parsed the header: decode everything now
+    except Exception as exc:
+        if isinstance(exc, EOFError) or "truncated" in str(exc):
+            raise ScanError(f"truncated {kind}: the file ends before the image is complete") from exc
+        raise ScanError(f"damaged {kind}: the image data cannot be decoded") from exc
+    try:
+        ImageOps.exif_transpose(image, in_place=True)  # in place: a copy per scan costs a third more
+    except Exception:  # broken orientation metadata: the pixels themselves are still good
+        pass
+    return image
+
+
+def _display_pixels(image: Image.Image) -> np.ndarray:
+    """Return (H, W) uint8 for a gray image, (H, W, 3) uint8 RGB for a colour one.
+
+    Deeper than 8 bits is scaled from its own range to 0-255; transparency is shown over black.
+    """
+    if _BITS.get(image.mode, 8) > 8:
+        return scale_to_uint8(np.asarray(image))
+    gray = image.mode in ("1", "L", "LA", "La")
+    if "A" in image.getbands() or "transparency" in image.info:
+        pixels = np.asarray(image.convert("LA" if gray else "RGBA"), dtype=np.uint16)
+        over_black = ((pixels[..., :-1] * pixels[..., -1:] + 127) // 255).astype(np.uint8)
+        return over_black[..., 0] if gray else over_black
+    if image.mode == "1":
+        image = image.convert("L")
+    try:
+        return gray_if_equal_channels(np.asarray(image if image.mode == "L" else image.convert("RGB")))
+    except ValueError as exc:
+        raise ScanError(f"unsupported colour mode: {image.mode} images cannot be shown as RGB") from exc
+
+
+def gray_if_equal_channels(pixels: np.ndarray) -> np.ndarray:
+    """Return an RGB image whose three channels are equal as its one (H, W) channel, else unchanged.
+
+    MRI slices exported as JPEG are mostly gray images stored as colour (175 of the first 199
+    Br35H scans). Kept as one channel they show and analyse exactly the same (Pillow's resize and
+    luminance treat equal channels alike), and every later step handles a third of the bytes:
+    the model's resize and the overlay's luminance cost 1.8-2.6x less (benchmarks/bench_scans.py)
+    for a check of ~0.4 ms.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        return pixels
+    flat = pixels.reshape(-1, 3)
+    if (flat[:, 0] == flat[:, 1]).all() and (flat[:, 1] == flat[:, 2]).all():
+        return np.ascontiguousarray(pixels[..., 0])
+    return pixels
+
+
+def _text_kind(data: bytes) -> str | None:
+    """Name what a file holds when it is text rather than image data, else None."""
+    sample = data[:1024]
+    if b"\0" in sample:
+        return None
+    text = sample.decode("utf-8", errors="replace")
+    odd = sum(1 for char in text if char == "\ufffd" or (char < " " and char not in "\t\n\r\f"))
+    if odd > len(text) // 100:
+        return None
+    lowered = text.lower()
+    return "text (a web page)" if "<html" in lowered or "<!doctype html" in lowered else "text"
+
+
+def _read_bytes(path: Path) -> bytes:
+    size = _regular_file_size(path)
+    if size > MAX_FILE_BYTES:
+        raise ScanError(f"file too large: {size >> 20} MB, the limit is {MAX_FILE_BYTES >> 20} MB")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ScanError(_os_error_message(exc, path)) from exc
+    if not data:
+        raise ScanError("not an image: the file is empty")
+    return data
+
+
+def _regular_file_size(path: Path) -> int:
+    try:
+        status = path.stat()
+    except OSError as exc:
+        raise ScanError(_os_error_message(exc, path)) from exc
+    for is_kind, name in _FILE_KINDS:
+        if is_kind(status.st_mode):  # opening a pipe or a device would block or never end
+            raise ScanError(f"not a file: the path is {name}")
+    return status.st_size
+
+
+def _os_error_message(exc: OSError, path: Path) -> str:
+    if isinstance(exc, FileNotFoundError):
+        if path.is_symlink():
+            return "broken link: the path is a link to a file that does not exist"
+        return "the file is gone: it was moved or deleted before it could be read"
+    if isinstance(exc, PermissionError):
+        return "cannot read the file: permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "not a file: the path is a folder"
+    if exc.errno == errno.ELOOP:
+        return "link loop: the path is a chain of links that never reaches a file"
+    return f"cannot read the file: {(exc.strerror or 'input/output error').lower()}"
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return _is_dicom_head(head)
+
+
+def _is_dicom_head(head: bytes) -> bool:
+    """Tell whether bytes start with the DICOM preamble: 128 free bytes, then "DICM"."""
+    return head[128:132] == b"DICM"

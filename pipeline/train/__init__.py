@@ -1,0 +1,1 @@
+"""Training: augmentation, architectures, CAM guidance, the training loop and the model card."""

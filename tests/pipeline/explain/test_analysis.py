@@ -1,0 +1,230 @@
+"""The fused pass: shapes for every model shape, Grad-CAM equal to a per-image reference, localisation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from pipeline.explain.analysis import METHODS, Analyzer, prepare_pixels
+from pipeline.model.loading import ModelError
+from pipeline.model.spec import load_spec, write_spec
+from tests.builders.models import build_once
+
+RNG = np.random.default_rng(11)
+FLAT_KINDS = ("sequential", "functional", "separate_softmax", "nested_small", "nested_sequential")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("analysis_models")
+
+
+def built(models_dir: Path, kind: str, output: str = "probabilities", fmt: str = "keras", **kw) -> Path:
+    return build_once(models_dir, kind, output=output, fmt=fmt, **kw)
+
+
+def random_batch(analyzer: Analyzer, count: int) -> np.ndarray:
+    return RNG.uniform(0, 1, (count, *analyzer.input_shape)).astype(np.float32)
+
+
+def check_result(result, count: int, analyzer: Analyzer, channels: int) -> None:
+    k = len(analyzer.spec.class_names)
+    _, height, width, _ = analyzer.graph.model.outputs[1].shape  # the target layer's resolution
+    assert result.probabilities.shape == (count, k) and result.probabilities.dtype == np.float32
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1, atol=1e-5)
+    assert result.cams.shape == (count, height, width) and result.cams.dtype == np.float32
+    assert np.isfinite(result.cams).all() and result.cams.min() >= 0 and result.cams.max() <= 1
+    assert result.neurons.shape == (count, channels) and result.neurons.dtype == np.float32
+    assert result.predicted.shape == (count,)
+    np.testing.assert_array_equal(result.predicted, result.probabilities.argmax(axis=1))
+    positives = list(analyzer.spec.positive_indices)
+    tumor = result.probabilities[:, positives].sum(axis=1)
+    np.testing.assert_allclose(result.tumor_probability, tumor, atol=1e-6)
+    assert result.class_names == analyzer.spec.class_names
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("output", ["probabilities", "logits", "sigmoid"])
+@pytest.mark.parametrize("kind", FLAT_KINDS)
+def test_every_kind_output_and_format_analyses_from_its_model_json(models_dir, kind, output, fmt) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, kind, output, fmt)), "gradcam")
+    check_result(analyzer.analyze(random_batch(analyzer, 5)), 5, analyzer, channels=8)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["sequential", "nested_small", "nested_sequential"])
+def test_every_method_on_flat_and_nested_models(models_dir, kind, method) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, kind)), method)
+    check_result(analyzer.analyze(random_batch(analyzer, 3)), 3, analyzer, channels=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gradcam", "cam"])
+def test_xception_nested_as_one_layer(models_dir, method) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "nested_xception", input_size=(71, 71))), method)
+    check_result(analyzer.analyze(random_batch(analyzer, 2)), 2, analyzer, channels=2048)
+    assert analyzer.graph.target == "xception/block14_sepconv2_act"
+
+
+@pytest.mark.slow
+def test_inception_nested_as_one_layer(models_dir) -> None:
+    """At 75 px InceptionV3's last block is 1 x 1, so the last map with positions lies in a branch."""
+    spec = load_spec(built(models_dir, "nested_inception", input_size=(75, 75)))
+    analyzer = Analyzer(spec, "gradcam")
+    check_result(analyzer.analyze(random_batch(analyzer, 2)), 2, analyzer, channels=192)
+    assert analyzer.graph.target == "inception_v3/activation_74"
+    with pytest.raises(ModelError, match=r"this model has inception_v3/activation_74 -> \w+ -> \w+ -> "
+                                         r"\(\d+ more layers\) -> global_average_pooling2d\w* -> "):
+        Analyzer(spec, "cam").analyze(random_batch(analyzer, 1))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_four_classes_grayscale_non_square_input(models_dir, method) -> None:
+    json_path = built(models_dir, "nested_small", classes=4, color_mode="grayscale", input_size=(40, 32))
+    analyzer = Analyzer(load_spec(json_path), method)
+    assert analyzer.input_shape == (32, 40, 1)
+    result = analyzer.analyze(random_batch(analyzer, 3))
+    check_result(result, 3, analyzer, channels=8)
+    np.testing.assert_allclose(result.tumor_probability, 1 - result.probabilities[:, 2], atol=1e-6)
+
+
+def test_sigmoid_model_predicts_positive_class_from_half_probability(models_dir) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "functional", "sigmoid")), "gradcam")
+    result = analyzer.analyze(random_batch(analyzer, 6))
+    np.testing.assert_array_equal(result.predicted, (result.tumor_probability >= 0.5).astype(int))
+
+
+def test_saved_model_analysis_explains_how_to_convert(models_dir) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "functional", fmt="savedmodel")), "gradcam")
+    with pytest.raises(ModelError, match="SavedModel folder as a whole. Convert it once"):
+        analyzer.analyze(random_batch(analyzer, 2))
+
+
+def test_cam_on_a_head_that_is_not_gap_dense_names_the_layers(models_dir) -> None:
+    spec = load_spec(built(models_dir, "nested_small"))
+    folder = spec.folder.parent / "early_target"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.keras").write_bytes(spec.model_path.read_bytes())
+    spec = load_spec(write_spec({**spec.to_json(), "target_layer": "base/base_conv1"}, folder))
+    analyzer = Analyzer(spec, "cam")
+    with pytest.raises(ModelError, match="cam needs the target layer followed by GlobalAveragePooling2D"
+                                         r" -> \(Dropout\) -> Dense; this model has base/base_conv1 -> "
+                                         "base_pool -> base_conv2 -> global_average_pooling2d"):
+        analyzer.analyze(random_batch(analyzer, 1))
+
+
+def test_all_zero_input_gives_all_zero_maps_for_every_method(models_dir) -> None:
+    spec = load_spec(built(models_dir, "sequential"))  # zero input, zero conv biases: zero maps
+    for method in METHODS:
+        result = Analyzer(spec, method).analyze(np.zeros((2, 48, 48, 3), np.float32))
+        assert not np.isnan(result.cams).any(), method
+        assert (result.cams == 0).all(), method
+        np.testing.assert_allclose(result.probabilities.sum(axis=1), 1, atol=1e-6)
+
+
+def test_batch_sizes_share_one_trace(models_dir) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "functional")), "gradcam")
+    for count in (4, 1, 7, 4):
+        assert analyzer.analyze(random_batch(analyzer, count)).cams.shape[0] == count
+    assert analyzer._compiled().experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_memory_stays_flat_over_many_batches(models_dir, method) -> None:
+    """A worker analyses batches for days: after warm-up, 300 more batches must not grow it."""
+    analyzer = Analyzer(load_spec(built(models_dir, "nested_small")), method)
+    batches = [random_batch(analyzer, size) for size in range(1, 17)]
+    for batch in batches * 2:
+        analyzer.analyze(batch)
+    before = psutil.Process().memory_info().rss
+    for i in range(300):
+        analyzer.analyze(batches[i % len(batches)])
+    assert psutil.Process().memory_info().rss - before < 20e6
+
+
+def test_empty_batch_gives_empty_results(models_dir) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "functional")), "gradcam")
+    result = analyzer.analyze(np.zeros((0, 48, 48, 3), np.float32))
+    assert result.probabilities.shape == (0, 2) and result.cams.shape == (0, 24, 24)  # conv2's maps
+    assert result.neurons.shape == (0, 8) and result.predicted.shape == (0,)
+
+
+def test_wrong_batch_shape_and_unknown_method_are_explained(models_dir) -> None:
+    spec = load_spec(built(models_dir, "functional"))
+    expected = r"expected a batch of shape \(N, 48, 48, 3\) from Analyzer.prepare, got \(2, 48, 48, 1\)"
+    with pytest.raises(ValueError, match=expected):
+        Analyzer(spec).analyze(np.zeros((2, 48, 48, 1), np.float32))
+    with pytest.raises(ValueError, match='unknown CAM method "gradcam2"; choose one of cam, gradcam'):
+        Analyzer(spec, "gradcam2")
+
+
+def test_model_loads_lazily_and_module_imports_without_tensorflow(models_dir) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "functional")), "gradcam")
+    assert analyzer.graph is None
+    code = ("import sys, pipeline.explain.analysis as a; import numpy as np\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[3])
+    assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.fixture
+def spec_for(tmp_path: Path):
+    """Return ``make(**fields)``: a spec over a dummy file, for preprocessing tests."""
+    (tmp_path / "model.keras").write_bytes(b"unused")
+
+    def make(**fields):
+        return load_spec(write_spec({"name": "p", "file": "model.keras", "input_size": [4, 2],
+                                     "color_mode": "rgb", "preprocessing": "unit",
+                                     "class_names": ["a", "b"], "positive_classes": ["b"],
+                                     "output": "logits", **fields}, tmp_path))
+
+    return make
+
+
+PIXEL = np.array([[[10, 120, 250]]], np.uint8)  # one RGB pixel, resized to a 4 x 2 constant image
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [({"preprocessing": "unit"}, [10 / 255, 120 / 255, 250 / 255]),
+     ({"preprocessing": "symmetric"}, [10 / 127.5 - 1, 120 / 127.5 - 1, 250 / 127.5 - 1]),
+     ({"preprocessing": "caffe"}, [250 - 103.939, 120 - 116.779, 10 - 123.68]),
+     ({"preprocessing": "torch"}, [(10 / 255 - 0.485) / 0.229, (120 / 255 - 0.456) / 0.224,
+                                   (250 / 255 - 0.406) / 0.225]),
+     ({"preprocessing": "none"}, [10, 120, 250]),
+     ({"color_mode": "grayscale"}, [(0.299 * 10 + 0.587 * 120 + 0.114 * 250) / 255])],
+)
+def test_prepare_applies_colour_mode_and_preprocessing(spec_for, fields, expected) -> None:
+    prepared = prepare_pixels(PIXEL, spec_for(**fields))
+    assert prepared.dtype == np.float32
+    assert prepared.shape == (2, 4, len(expected))  # input_size is (width, height)
+    np.testing.assert_allclose(prepared[1, 3], expected, atol=2e-3)
+
+
+def test_prepare_resizes_bilinearly_and_accepts_gray_arrays(spec_for) -> None:
+    ramp = np.tile(np.array([0, 255], np.uint8), (2, 1))  # 2 x 2: black left, white right
+    prepared = prepare_pixels(ramp, spec_for(preprocessing="none"))
+    assert prepared.shape == (2, 4, 3)
+    np.testing.assert_allclose(prepared[0, :, 0], [0, 63.75, 191.25, 255], atol=1)
+
+
+@pytest.mark.parametrize("preprocessing", ["unit", "symmetric", "caffe", "torch", "none"])
+@pytest.mark.parametrize("shape", [(37, 53), (1, 1), (2, 9)])
+def test_a_gray_scan_gives_the_rgb_model_what_its_colour_copy_gives(spec_for, preprocessing, shape) -> None:
+    # read_scan keeps a gray image stored as colour as one channel; the model must not see a difference
+    gray = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    spec = spec_for(preprocessing=preprocessing)
+    np.testing.assert_array_equal(prepare_pixels(gray, spec), prepare_pixels(np.dstack([gray] * 3), spec))
+
+
+@pytest.mark.parametrize("pixels", [np.zeros((4, 4), np.float32), np.zeros((4,), np.uint8),
+                                    np.zeros((0, 4, 3), np.uint8)])
+def test_prepare_refuses_what_is_not_an_8_bit_image(spec_for, pixels) -> None:
+    with pytest.raises(ValueError, match="expected 8-bit image pixels"):
+        prepare_pixels(pixels, spec_for())

@@ -50,20 +50,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.explain.overlay import grayscale, render_overlay, render_thumbnail, write_outputs  # noqa: E402
+from pipeline.io.heatmaps import NPZ_COMPRESS_LEVEL, colormap_lut, peak, upsample  # noqa: E402
 from pipeline.io.npz import npz_bytes  # noqa: E402
-from pipeline.explain.overlay import (  # noqa: E402
-    NPZ_COMPRESS_LEVEL,
-    colormap_lut,
-    deflated_png,
-    grayscale,
-    jpeg_bytes,
-    peak,
-    png_bytes,
-    render_overlay,
-    render_thumbnail,
-    upsample,
-    write_outputs,
-)
+from pipeline.io.png import deflated_png, jpeg_bytes, png_bytes  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "br35h" / "yes" / "y0.jpg"
 SIDES = (256, 630, 1920)

@@ -64,7 +64,7 @@ def heatmap_png(npz: Path, size: tuple[int, int], transparent: bool = False) -> 
     ``transparent`` makes cold pixels see-through (alpha follows the heat), for blending the map
     over the scan in the browser the way the stored overlay does.
     """
-    from pipeline.explain.overlay import colormap_lut, load_heatmap, upsample
+    from pipeline.io.heatmaps import colormap_lut, load_heatmap, upsample
 
     try:
         heat = load_heatmap(npz)

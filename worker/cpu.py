@@ -2,7 +2,7 @@
 
 numpy's BLAS (OpenBLAS) starts one thread per core by default, and its idle threads spin for a
 while after each call. A scan's outputs call it only for small matrix products (the map's
-upsampling, ``pipeline.explain.overlay.upsample``), so those threads never help, and their spinning takes
+upsampling, ``pipeline.io.heatmaps.upsample``), so those threads never help, and their spinning takes
 a core from the model and the writer threads. ``benchmarks/bench_scan.py``, small CNN, 2 cores:
 48.6 scans/s with OpenBLAS's default and 73.6 with one BLAS thread (CPU per scan 41.7 against
 26.0 ms).

@@ -88,7 +88,7 @@ def _batches(examples: Sequence[Example], analyzer, annotations: Annotations, ba
 
 def _localise(cams: np.ndarray, batch: Batch) -> list[dict]:
     """Score each CAM, upsampled to its scan's original size, against the scan's mask."""
-    from pipeline.explain.overlay import peak, upsample
+    from pipeline.io.heatmaps import peak, upsample
 
     scores = []
     for cam, pixels, mask in zip(cams, batch.pixels, batch.masks):
@@ -131,7 +131,7 @@ def _tally_batch(tally: Tally, analyzers: dict, batch: Batch) -> None:
 
 def faithfulness(analyzer, examples: Sequence[Example], limit: int, steps: int = 16) -> dict:
     """Return deletion/insertion AUCs of the analyzer's CAMs on up to ``limit`` tumor scans."""
-    from pipeline.explain.overlay import upsample
+    from pipeline.io.heatmaps import upsample
 
     tumors = [e for e in examples if e.label][:limit]
     if not tumors:

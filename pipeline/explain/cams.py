@@ -3,7 +3,7 @@
 A map is ReLU(sum over channels k of w_k * A_k) at the target layer's own resolution, divided by
 its maximum, so an all-zero map stays zero instead of becoming NaN, and nothing is min-max
 stretched or inverted. Maps leave the compiled pass at that resolution and are upsampled once,
-straight to each scan's original size, by ``pipeline.explain.overlay.upsample``: resizing every map to the
+straight to each scan's original size, by ``pipeline.io.heatmaps.upsample``: resizing every map to the
 model input first cost ~10 % of a small CNN's pass, and the full-size map was then resized again.
 Every operation keeps the batch axis: images never share gradients or weights. All of it runs
 inside the caller's compiled function.

@@ -26,14 +26,8 @@ from pydicom.pixels import (
 )
 from pydicom.pixels.utils import get_expected_length
 
-from pipeline.io.scans import (
-    NOT_READABLE,
-    Scan,
-    ScanError,
-    check_pixel_count,
-    gray_if_equal_channels,
-    scale_to_uint8,
-)
+from pipeline.io.pixels import (NOT_READABLE, Scan, ScanError, check_pixel_count, gray_if_equal_channels,
+                                 scale_to_uint8)
 
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")

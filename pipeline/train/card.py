@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.data import datasets
 from pipeline.train import architectures
-from pipeline.train.training import CLASS_NAMES, TrainConfig
+from pipeline.train.config import CLASS_NAMES, TrainConfig
 
 
 def spec_dict(config: TrainConfig, name: str) -> dict:

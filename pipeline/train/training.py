@@ -10,42 +10,16 @@ import csv
 import shutil
 from collections.abc import Sequence
 from typing import Any
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data import datasets
 from pipeline.train import architectures
-from pipeline.explain.analysis import PREPROCESS
-from pipeline.train.augment import GEOMETRIC, build_augmenter
-
-CLASS_NAMES = ["no_tumor", "tumor"]
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run; stored in the model card."""
-
-    arch: str = "lens"
-    weights: str | None = None
-    input_size: int = 224
-    epochs: int = 40
-    batch_size: int = 32
-    seed: int = 0
-    augment: Sequence[str] = GEOMETRIC
-    learning_rate: float = 1e-3
-    patience: int = 8
-    width: int = 24
-    mask_weight: float = 0.0  # > 0 guides the CAM with tumor outlines (pipeline.train.guidance)
-    extra_domains: Sequence[str] = field(default_factory=list)
-    name: str | None = None
-    init: str | None = None  # start from this trained model's weights (fine-tuning)
-    schedule: str = "plateau"  # "plateau" (cut on a VALIDATION plateau) or "cosine" (SCHEDULES)
-
-
-SCHEDULES = ("plateau", "cosine")
-
+from pipeline.model.preprocess import PREPROCESS
+from pipeline.train.augment import build_augmenter
+from pipeline.train.config import CLASS_NAMES, SCHEDULES, TrainConfig
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
     """Return the optimizer's learning rate: a number, or a schedule over the whole run.

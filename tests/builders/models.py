@@ -158,7 +158,7 @@ def train_blob_model(folder: Path, seed: int = 0, epochs: int = 3) -> Path:
     """Train a GAP -> Dense CNN to tell blob from no blob; write it with model.json, return its path."""
     import keras
 
-    from pipeline.explain.analysis import PREPROCESS
+    from pipeline.model.preprocess import PREPROCESS
     from pipeline.model.spec import write_spec
 
     keras.utils.set_random_seed(seed)

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.explain.analysis import METHODS, Analyzer
-from pipeline.explain.overlay import upsample
+from pipeline.io.heatmaps import upsample
 from pipeline.model.spec import load_spec, write_spec
 from tests.builders.models import BLOB_SIGMA, blob_images, build_once, train_blob_model
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sys
 import zipfile
 
@@ -11,20 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.explain.overlay import blend_table, grayscale, render_overlay, render_thumbnail, write_outputs
+from pipeline.io.heatmaps import colormap_lut, load_heatmap, peak, upsample
 from pipeline.io.npz import ZIP_DATE
-from pipeline.explain.overlay import (
-    blend_table,
-    colormap_lut,
-    grayscale,
-    jpeg_bytes,
-    load_heatmap,
-    peak,
-    png_bytes,
-    render_overlay,
-    render_thumbnail,
-    upsample,
-    write_outputs,
-)
+from pipeline.io.png import jpeg_bytes
 
 
 def blob(size: tuple[int, int], centre: tuple[float, float], sigma: float = 2.0) -> np.ndarray:
@@ -38,37 +27,6 @@ def scan(width: int, height: int, seed: int = 0) -> np.ndarray:
     """Return an RGB uint8 scan whose channels differ, so gray conversion matters."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-@pytest.mark.parametrize("cam_shape, size", [((48, 48), (630, 400)), ((7, 7), (224, 224)),
-                                             ((14, 10), (33, 517)), ((48, 48), (20, 12))])
-def test_upsample_gives_the_requested_size_and_keeps_the_range(cam_shape, size):
-    cam = np.random.default_rng(1).random(cam_shape).astype(np.float32)
-    out = upsample(cam, size)
-    assert out.shape == (size[1], size[0]) and out.dtype == np.float32
-    assert cam.min() - 1e-6 <= out.min() and out.max() <= cam.max() + 1e-6
-
-
-def test_upsample_is_bilinear_with_centres_aligned():
-    cam = np.array([[0.0, 1.0]], np.float32)
-    out = upsample(cam, (4, 1))[0]
-    np.testing.assert_allclose(out, [0.0, 0.25, 0.75, 1.0], atol=1e-6)
-
-
-@pytest.mark.parametrize("cam_shape, size", [((20, 20), (630, 520)), ((28, 28), (211, 256)),
-                                             ((7, 13), (1920, 1583)), ((5, 5), (3, 2)), ((1, 1), (9, 4))])
-def test_upsample_matches_pillows_bilinear_resize(cam_shape, size):
-    cam = np.random.default_rng(2).random(cam_shape).astype(np.float32)
-    reference = np.asarray(Image.fromarray(cam).resize(size, Image.Resampling.BILINEAR))
-    np.testing.assert_allclose(upsample(cam, size), reference, atol=1e-6)
-
-
-def test_peak_is_x_then_y_and_first_on_ties():
-    heat = np.zeros((5, 8), np.float32)
-    heat[3, 6] = 1.0
-    assert peak(heat) == (6, 3)
-    heat[1, 7] = 1.0  # same value, earlier in row-major order
-    assert peak(heat) == (7, 1)
 
 
 @pytest.mark.parametrize("width, height, centre", [(630, 400, (30, 12)), (400, 630, (5, 40)),
@@ -147,43 +105,6 @@ def test_overlay_png_holds_exactly_the_rendered_pixels(tmp_path, width, height):
     np.testing.assert_array_equal(imagecodecs.png_decode(result.overlay.read_bytes()), expected)
 
 
-def png_chunks(data: bytes) -> list[bytes]:
-    """Return the chunk types of a PNG in order."""
-    kinds, at = [], 8
-    while at < len(data):
-        length = int.from_bytes(data[at:at + 4], "big")
-        kinds.append(data[at + 4:at + 8])
-        at += 12 + length
-    return kinds
-
-
-@pytest.mark.parametrize("shape, mode", [((7, 5), "L"), ((7, 5, 3), "RGB"), ((7, 5, 4), "RGBA"),
-                                         ((1, 300, 3), "RGB"), ((300, 1, 3), "RGB")])
-def test_png_bytes_round_trip_through_pillow_and_libpng(shape, mode):
-    image = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
-    data = png_bytes(image)
-    with Image.open(io.BytesIO(data)) as decoded:
-        assert decoded.mode == mode and decoded.size == (shape[1], shape[0])
-        np.testing.assert_array_equal(np.asarray(decoded), image)
-    np.testing.assert_array_equal(imagecodecs.png_decode(data).reshape(shape), image)
-    # nothing that varies between runs; fdEC is fpng's constant marker on RGB images
-    assert png_chunks(data) == ([b"IHDR", b"fdEC", b"IDAT", b"IEND"] if mode == "RGB" else [b"IHDR", b"IDAT", b"IEND"])
-    assert png_bytes(image.copy()) == data
-
-
-@pytest.mark.parametrize("shape", [(1, 65535, 3), (1, 65536, 3), (70000, 1, 3)])
-def test_png_bytes_keeps_sides_beyond_what_fpng_can_write(shape):
-    image = np.random.default_rng(8).integers(0, 256, shape, dtype=np.uint8)
-    with Image.open(io.BytesIO(png_bytes(image))) as decoded:
-        np.testing.assert_array_equal(np.asarray(decoded), image)
-
-
-def test_png_bytes_of_a_strided_view_holds_the_view(tmp_path):
-    image = np.random.default_rng(6).integers(0, 256, (40, 60, 3), dtype=np.uint8)[::3, 1::2]
-    with Image.open(io.BytesIO(png_bytes(image))) as decoded:
-        np.testing.assert_array_equal(np.asarray(decoded), image)
-
-
 def test_a_gray_scan_and_its_colour_copy_give_the_same_outputs(tmp_path):
     gray = scan(57, 43)[..., 0]
     cam = blob((7, 7), (2, 5))
@@ -191,13 +112,6 @@ def test_a_gray_scan_and_its_colour_copy_give_the_same_outputs(tmp_path):
     other = write_outputs(tmp_path / "rgb", np.dstack([gray] * 3), cam)
     for kind in ("overlay", "thumbnail", "heatmap"):
         assert getattr(one, kind).read_bytes() == getattr(other, kind).read_bytes()
-
-
-@pytest.mark.parametrize("image", [np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 2), np.uint8),
-                                   np.zeros((4,), np.uint8)])
-def test_png_bytes_refuses_arrays_it_cannot_store(image):
-    with pytest.raises(ValueError, match="a PNG needs a uint8 array"):
-        png_bytes(image)
 
 
 def test_overlay_pixels_are_the_blend_table_entries():

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import func, select
 
+from tests.builders.cli import export, scan_json, small_model, tumorlens
 from tests.builders.models import build_model, class_names_for
 from tests.builders.scans import PHI, make_dicom, synthetic_slice, write_bad_scans, write_good_scans
 from tests.conftest import PROJECT_ROOT, empty_postgres
-from worker.cli import main
 from worker.db import make_session_factory, session_scope
 from worker.models import Job, JobStatus, Result, Scan, ScanStatus
 
@@ -36,22 +35,6 @@ MODEL_SHAPES = {  # id: (kind, output, color_mode, classes, input size)
     "sigmoid": ("functional", "sigmoid", "rgb", 2, (32, 32)),
     "grayscale": ("nested_small", "probabilities", "grayscale", 3, (36, 36)),
 }
-
-
-def tumorlens(*args: str, expect: int | None = 0):
-    """Run the command line in this process; check its exit code unless ``expect`` is None."""
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    if expect is not None:
-        assert result.exit_code == expect, result.output
-    return result
-
-
-def export(job_id: int) -> list[dict]:
-    return json.loads(tumorlens("export", job_id, "--format", "json").stdout)
-
-
-def scan_json(folder: Path, *options: str) -> dict:
-    return json.loads(tumorlens("scan", folder, "--local", "--json", *options).stdout)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -127,14 +110,6 @@ def _deleting_progress(path: Path):
         yield update
 
     return progress
-
-
-def small_model(tmp_path: Path) -> Path:
-    """Build (once per test folder) a tiny random-weight CNN with 32 px inputs."""
-    folder = tmp_path / "model"
-    if not (folder / "model.json").exists():
-        build_model(folder, "sequential", input_size=(32, 32))
-    return folder
 
 
 def test_rerun_reuses_done_work_and_copies_are_duplicates(settings, tmp_path):

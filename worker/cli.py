@@ -17,11 +17,14 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 COMMAND_MODULES = (
-    "worker.commands.scan",  # scan, export, neurons, resume, cancel
+    "worker.commands.scan",  # scan, resume, cancel
+    "worker.commands.results",  # export, neurons
     "worker.commands.db",  # db upgrade, user create
-    "worker.commands.data",  # prepare-data
-    "worker.commands.ml",  # train, evaluate
-    "worker.commands.services",  # worker, web, up
+    "worker.commands.data",  # prepare-data, split-cases
+    "worker.commands.train",  # train
+    "worker.commands.evaluate",  # evaluate
+    "worker.commands.services",  # worker, web
+    "worker.commands.up",  # up
 )
 
 
@@ -36,13 +39,7 @@ def main(verbose: int) -> None:
 
 def _register() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency, not a module still to be written
-                raise
-            continue
-        for command in module.COMMANDS:
+        for command in importlib.import_module(name).COMMANDS:
             main.add_command(command)
 
 

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import psutil
 
-from worker.commands.services import free_port, signal_group, stop_group
+from worker.commands.up import free_port, signal_group, stop_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POISON_MAGIC = b"TUMORLENS-TEST-KILLS-THE-DECODER"

@@ -1,4 +1,4 @@
-"""``tumorlens prepare-data``: YES/NO folders -> leak-free TRAIN/VALIDATION/TEST."""
+"""``tumorlens prepare-data`` and ``split-cases``: labelled folders -> leak-free splits."""
 
 from __future__ import annotations
 
@@ -76,4 +76,33 @@ def prepare_data(src: Path, dest: Path, split_text: str, seed: int, max_distance
     click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(_report(summary)))
 
 
-COMMANDS = [prepare_data]
+
+@click.command("split-cases")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--split", "split_text", default="60,20,20", show_default=True,
+              help="TRAIN,VALIDATION,TEST shares of the cases (patients).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def split_cases(src: Path, dest: Path, split_text: str, seed: int) -> None:
+    """Split SRC/{tumor,no_tumor}/<case>/ by case (patient) into DEST/{TRAIN,VALIDATION,TEST}.
+
+    Every slice of a patient lands in one split; masks travel with their slice; DEST gets
+    symlinks and manifest.csv.
+    """
+    from pipeline.data.datasets import DataError, split_by_case
+
+    try:
+        fractions = [float(part) for part in split_text.split(",")]
+        if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("expected three non-negative numbers such as 60,20,20",
+                                 param_hint="--split") from None
+    try:
+        counts = split_by_case(src, dest, fractions, seed)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("  ".join(f"{name} {count} slices" for name, count in counts.items()))
+
+
+COMMANDS = [prepare_data, split_cases]

@@ -1,4 +1,4 @@
-"""``tumorlens prepare-data`` through click and as the installed program."""
+"""``tumorlens prepare-data`` and ``split-cases`` through click and as the installed program."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from pipeline.data.near_duplicates import MAX_DISTANCE
+from tests.builders.cli import tumorlens
 from tests.pipeline.folders import build_source
 from worker.cli import main
 from worker.commands.data import DEFAULT_MAX_DISTANCE
@@ -82,7 +84,19 @@ def test_runs_as_a_process_without_loading_tensorflow(src, tmp_path):
             "print('tensorflow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "dest")],
                           capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("False")
     assert "23 images" in done.stdout
+
+
+def test_split_cases_command(tmp_path):
+    for case in ("A", "B", "C", "D", "E"):
+        folder = tmp_path / "src" / "tumor" / case
+        folder.mkdir(parents=True)
+        Image.new("L", (8, 8)).save(folder / f"{case}_1.jpg")
+    result = tumorlens("split-cases", tmp_path / "src", tmp_path / "dest", "--split", "60,20,20")
+    assert "TRAIN 3 slices" in result.output and "TEST 1 slices" in result.output
+    bad = CliRunner().invoke(main, ["split-cases", str(tmp_path / "src"), str(tmp_path / "x"),
+                                    "--split", "60,40"])
+    assert bad.exit_code != 0 and "60,20,20" in bad.output

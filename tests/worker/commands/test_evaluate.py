@@ -1,4 +1,4 @@
-"""``tumorlens train``, ``evaluate`` and ``split-cases`` from the command line."""
+"""``tumorlens evaluate`` from the command line, and the shipped default model on the samples."""
 
 import json
 from pathlib import Path
@@ -11,16 +11,11 @@ from PIL import Image
 from pipeline.explain.analysis import METHODS, Analyzer
 from pipeline.io.scans import read_scan
 from pipeline.model.spec import load_spec
-from tests.pipeline.mldata import blob_image, bright_spot_model, make_prepared
+from tests.pipeline.mldata import blob_image, bright_spot_model
 from worker.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL = ROOT / "models" / "default"
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return make_prepared(tmp_path_factory.mktemp("data"), {"TRAIN": 8, "VALIDATION": 4, "TEST": 5})
 
 
 @pytest.fixture(scope="module")
@@ -113,36 +108,6 @@ def test_evaluate_explains_a_folder_without_a_model(prepared, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path), str(prepared)])
     assert result.exit_code != 0
     assert "model.json" in result.output
-
-
-@pytest.mark.slow
-def test_train_from_the_command_line(prepared, tmp_path):
-    result = run("train", prepared, "--out", tmp_path, "--input-size", 32, "--epochs", 1,
-                 "--width", 4, "--batch-size", 8, "--no-select-method", "--augment", "flip,gamma")
-    assert result.exit_code == 0, result.output
-    assert "val_loss" in result.output and "TEST" in result.output  # per-epoch progress, then TEST
-    card = json.loads((tmp_path / "model_card.json").read_text())
-    assert card["config"]["augment"] == ["flip", "gamma"] and card["cam_method"] == "gradcam"
-    assert load_spec(tmp_path).name == f"{prepared.name}-lens"
-
-
-def test_train_refuses_an_unknown_augmentation(prepared, tmp_path):
-    result = CliRunner().invoke(main, ["train", str(prepared), "--out", str(tmp_path),
-                                       "--augment", "flip,swirl", "--input-size", "32"])
-    assert result.exit_code != 0 and "swirl" in result.output
-
-
-def test_split_cases_command(tmp_path):
-    for case in ("A", "B", "C", "D", "E"):
-        folder = tmp_path / "src" / "tumor" / case
-        folder.mkdir(parents=True)
-        Image.new("L", (8, 8)).save(folder / f"{case}_1.jpg")
-    result = run("split-cases", tmp_path / "src", tmp_path / "dest", "--split", "60,20,20")
-    assert result.exit_code == 0, result.output
-    assert "TRAIN 3 slices" in result.output and "TEST 1 slices" in result.output
-    bad = CliRunner().invoke(main, ["split-cases", str(tmp_path / "src"), str(tmp_path / "x"),
-                                    "--split", "60,40"])
-    assert bad.exit_code != 0 and "60,20,20" in bad.output
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "model.json").is_file(), reason="no shipped default model")

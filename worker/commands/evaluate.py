@@ -1,0 +1,56 @@
+"""``tumorlens evaluate``: a model's classification and localisation metrics on a prepared split.
+
+TensorFlow loads inside the command, so ``tumorlens --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from worker.commands.common import load_annotations, user_errors
+from worker.commands.reports import print_report
+
+METHOD_CHOICES = ("cam", "gradcam", "gradcampp", "scorecam", "layercam", "all")
+
+
+@click.command("evaluate")
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--annotations", type=click.Path(exists=True, path_type=Path),
+              help="VIA JSON file, or a folder of YOLO .txt / <name>_mask.png files.")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="gradcam", show_default=True,
+              help="CAM method to score; 'all' compares every method in one table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--limit", type=click.IntRange(1), help="Evaluate a seeded random subset of N scans.")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--faithfulness", type=click.IntRange(0), default=0, show_default=True,
+              help="Deletion/insertion curves on this many tumor scans per method.")
+def evaluate_command(model: Path, data: Path, annotations: Path | None, method: str,
+                     as_json: bool, limit: int | None, batch_size: int, faithfulness: int) -> None:
+    """Measure MODEL on the labelled scans in DATA (its TEST split when it has one).
+
+    DATA holds yes/no (or tumor/no_tumor, with case sub-folders) or TRAIN/VALIDATION/TEST.
+    """
+    from pipeline.explain.analysis import METHODS
+    from pipeline.data.datasets import evaluation_examples
+    from pipeline.evaluate.evaluation import evaluate, sample
+    from pipeline.model.spec import load_spec
+
+    methods = METHODS if method == "all" else (method,)
+    try:
+        examples = sample(evaluation_examples(data), limit)
+        report = evaluate(load_spec(model), examples, methods, load_annotations(annotations),
+                          batch_size, faithfulness)
+    except user_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    report["data"] = str(data)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+
+
+COMMANDS = [evaluate_command]

@@ -112,6 +112,18 @@ def _deleting_progress(path: Path):
     return progress
 
 
+def test_webp_and_jpeg_2000_scans_are_found_and_done(settings, tmp_path):
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.fromarray(synthetic_slice(rng, (48, 40))).save(folder / "slice.webp", lossless=True)
+    Image.fromarray(synthetic_slice(rng, (52, 44))).save(folder / "slice.jp2", irreversible=False)
+    summary = scan_json(folder, "--model", small_model(tmp_path))
+    assert (summary["scans"], summary["done"]) == (2, 2)
+    assert {(r["path"], r["width"], r["height"]) for r in export(summary["job"])} == {
+        ("slice.webp", 48, 40), ("slice.jp2", 52, 44)}
+
+
 def test_rerun_reuses_done_work_and_copies_are_duplicates(settings, tmp_path):
     folder = tmp_path / "scans"
     originals = write_good_scans(folder, 5, size=(40, 40))

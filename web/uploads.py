@@ -88,7 +88,7 @@ def store_uploads(files: Iterable[FileStorage], uploads_root: Path,
             _store_one(upload, result, budget)
         if result.kept == 0:
             raise UploadError("No scan files were found in the upload (expected JPEG, PNG, BMP, "
-                              "TIFF or DICOM files, or a zip holding them).")
+                              "TIFF, WebP, JPEG 2000 or DICOM files, or a zip holding them).")
     except BaseException:
         shutil.rmtree(result.folder, ignore_errors=True)
         raise

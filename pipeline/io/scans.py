@@ -1,4 +1,4 @@
-"""Read scan files (JPEG, PNG, BMP, TIFF, DICOM) into display-ready 8-bit images.
+"""Read scan files (JPEG, PNG, BMP, TIFF, WebP, JPEG 2000, DICOM) into display-ready 8-bit images.
 
 A gray source (nearly every MRI: DICOM MONOCHROME, gray PNG and JPEG, 16-bit TIFF) stays one
 channel, (H, W); a colour one becomes RGB, (H, W, 3). Widening gray to three equal channels cost
@@ -26,22 +26,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.io.pixels import (MAX_PIXELS, NOT_READABLE, Scan, ScanError, check_pixel_count,
-                                 gray_if_equal_channels, scale_to_uint8)
+from pipeline.io.pixels import (FORMATS_READ, MAX_PIXELS, NOT_READABLE, Scan, ScanError,
+                                 check_pixel_count, gray_if_equal_channels, scale_to_uint8)
 
-SCAN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+SCAN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".j2k",
+                           ".jpx", ".dcm", ".dicom"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 # Files are read whole before decoding; nothing a scanner writes per slice or series comes near this.
 MAX_FILE_BYTES = 1 << 30
 # MPO is how Pillow names JPEGs that carry extra preview frames (many cameras and phones write them).
-IMAGE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "BMP": "BMP", "TIFF": "TIFF"}
+IMAGE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "BMP": "BMP", "TIFF": "TIFF", "WEBP": "WebP",
+                 "JPEG2000": "JPEG 2000"}
 
 # Pillow's own bomb check uses the same limit, so a bomb is refused before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # warnings.catch_warnings swaps process-wide state: decoding threads take turns while opening.
 _OPEN_LOCK = threading.Lock()
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\0", "TIFF"),
-               (b"MM\0*", "TIFF"), (b"BM", "BMP"))
+               (b"MM\0*", "TIFF"), (b"BM", "BMP"), (b"\0\0\0\x0cjP  \r\n\x87\n", "JPEG 2000"),
+               (b"\xff\x4f\xff\x51", "JPEG 2000"))
 _BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
                (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
@@ -51,7 +54,8 @@ def read_scan(path: str | os.PathLike) -> list[Scan]:
     """Read one scan file into display-ready images, one per frame.
 
     Args:
-        path: a JPEG, PNG, BMP, TIFF or DICOM file (the content decides, not the suffix).
+        path: a JPEG, PNG, BMP, TIFF, WebP, JPEG 2000 or DICOM file (the content decides, not
+            the suffix).
 
     Returns:
         One Scan for a single image; one per frame (frame 0..n-1) for a multi-frame file.
@@ -120,14 +124,26 @@ def _decode(data: bytes, suffix: str) -> list[Scan]:
         text = _text_kind(data)
         if text:
             raise ScanError(f"not an image: the file holds {text}") from None
-        kind = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+        kind = _signature_kind(data)
         if kind:
             raise ScanError(f"damaged {kind}: the file starts like a {kind} "
                             "but its header cannot be read") from None
         if suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit():
             return _read_dicom(data, preamble=False)  # DICOM written without its preamble
         raise ScanError(NOT_READABLE) from None
+    except OSError as exc:  # a WebP decoder is set up at open, so damage can surface here
+        kind = _signature_kind(data)
+        if kind is None:
+            raise
+        raise ScanError(f"damaged {kind}: the image data cannot be decoded") from exc
     return _image_scans(image)
+
+
+def _signature_kind(data: bytes) -> str | None:
+    """Name the image format whose signature the data starts with, else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
 
 
 def _read_dicom(data: bytes, preamble: bool = True) -> list[Scan]:
@@ -154,7 +170,7 @@ def _image_scans(image: Image.Image) -> list[Scan]:
     kind = IMAGE_FORMATS.get(image.format or "")
     if kind is None:
         raise ScanError(f"unsupported format: the file is a {image.format} image, and tumorlens reads "
-                        "JPEG, PNG, BMP, TIFF and DICOM")
+                        f"{FORMATS_READ}")
     pages = image.n_frames if kind == "TIFF" else 1  # a multi-page TIFF is a stack of slices
     scans = []
     for page in range(pages):
@@ -170,6 +186,8 @@ def _load(image: Image.Image, kind: str) -> Image.Image:
     try:
         image.load()  # Image.open only parsed the header: decode everything now
     except Exception as exc:
+        if "not available" in str(exc):  # this Pillow was built without the format's codec
+            raise ScanError(f"no decoder for {kind}: this installation's Pillow cannot decode it") from exc
         if isinstance(exc, EOFError) or "truncated" in str(exc):
             raise ScanError(f"truncated {kind}: the file ends before the image is complete") from exc
         raise ScanError(f"damaged {kind}: the image data cannot be decoded") from exc

@@ -62,6 +62,7 @@ def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
 
 @pytest.mark.parametrize("name, expected", [
     ("a.jpg", True), ("b.JPEG", True), ("c.Tif", True), ("d.dicom", True), ("e.bmp", True),
+    ("g.webp", True), ("h.JP2", True), ("i.j2k", True),
     ("f.gif", False), ("notes.txt", False), ("model.json", False), ("._a.jpg", False),
 ])
 def test_scan_candidates_by_suffix(tmp_path, name, expected):
@@ -82,7 +83,8 @@ def test_scan_candidates_without_a_type_suffix_need_the_dicom_preamble(tmp_path)
 
 
 def test_scan_suffixes_are_the_documented_ones():
-    assert SCAN_SUFFIXES == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+    assert SCAN_SUFFIXES == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".j2k",
+                             ".jpx", ".dcm", ".dicom"}
 
 
 def test_sha256_file_matches_hashlib_over_several_chunks(tmp_path):

@@ -90,6 +90,38 @@ def test_lossless_formats_keep_every_pixel(tmp_path, suffix, array):
     np.testing.assert_array_equal(scan.pixels, array)  # gray stays one channel, colour stays RGB
 
 
+# Lossless WebP and JPEG 2000, as Pillow writes them (WebP stores gray as three equal channels).
+LOSSLESS_OPTIONS = {"webp": {"lossless": True}, "jp2": {"irreversible": False},
+                    "j2k": {"irreversible": False, "no_jp2": True}}
+
+
+@pytest.mark.parametrize("suffix", sorted(LOSSLESS_OPTIONS))
+@pytest.mark.parametrize("array", [GRAY, RGB], ids=["gray", "rgb"])
+def test_webp_and_jpeg_2000_read_like_the_others(tmp_path, suffix, array):
+    scan = read_one(saved(tmp_path / f"scan.{suffix}", Image.fromarray(array), **LOSSLESS_OPTIONS[suffix]))
+    np.testing.assert_array_equal(scan.pixels, array)
+    assert scan.info["format"] == ("WebP" if suffix == "webp" else "JPEG 2000")
+
+
+def test_16_bit_jpeg_2000_spans_the_8_bit_range_by_its_own_range(tmp_path):
+    values = 1000 + GRAY.astype(np.uint16) * 10
+    scan = read_one(saved(tmp_path / "scan16.jp2", Image.fromarray(values), irreversible=False))
+    assert scan.info["bits"] == "16" and scan.pixels.min() == 0 and scan.pixels.max() == 255
+    assert np.abs(scan.pixels - (values - 1000) * 255.0 / (values.max() - 1000)).max() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("suffix", sorted(LOSSLESS_OPTIONS))
+def test_truncated_webp_and_jpeg_2000_fail_in_words(tmp_path, suffix):
+    whole = saved(tmp_path / f"whole.{suffix}", Image.fromarray(RGB), **LOSSLESS_OPTIONS[suffix])
+    cut = tmp_path / f"cut.{suffix}"
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) * 2 // 3])
+    with pytest.raises(ScanError) as error:
+        read_scan(cut)
+    kind = "WebP" if suffix == "webp" else "JPEG 2000"
+    assert str(error.value).startswith((f"truncated {kind}", f"damaged {kind}"))
+    assert_plain_sentence(str(error.value))
+
+
 @pytest.mark.parametrize("suffix", ["png", "bmp", "tif"])
 def test_colour_files_of_a_gray_image_read_as_one_channel(tmp_path, suffix):
     scan = read_one(saved(tmp_path / f"scan.{suffix}", Image.fromarray(rgb_of(GRAY))))

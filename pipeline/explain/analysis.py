@@ -7,6 +7,7 @@ loads on the first ``analyze`` call, so a worker process can fork before it touc
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from pipeline.explain.cams import CamMethod
 
 METHODS = ("cam", "gradcam", "gradcampp", "scorecam", "layercam")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,30 @@ class Analyzer:
     def prepare(self, scan_pixels: np.ndarray) -> np.ndarray:
         """Return one model input for a scan's pixels (numpy/Pillow only, thread-safe)."""
         return prepare_pixels(scan_pixels, self.spec)
+
+    def ready(self) -> CamGraph:
+        """Load the model, build its analysis and run it once on a blank input, before any scan.
+
+        Every fault of the model itself (an unloadable file, no usable target layer, an output
+        that disagrees with the spec, a graph that cannot be traced) surfaces here, once, instead
+        of as a failure of each scan.
+
+        Returns:
+            The built graph: its target layer's path, head and class kernel.
+
+        Raises:
+            pipeline.model.loading.ModelError: the model cannot be analysed, in words.
+        """
+        from pipeline.model.loading import ModelError  # Keras: loaded by the pass anyway
+
+        try:
+            self.analyze(np.zeros((1, *self.input_shape), np.float32))
+        except ModelError:
+            raise
+        except Exception as exc:  # a shape of model the graph builder does not handle
+            log.exception("preparing the analysis of %s failed", self.spec.name)
+            raise ModelError(f"its analysis cannot be prepared ({type(exc).__name__}: {exc})") from exc
+        return self.graph
 
     def analyze(self, batch: np.ndarray) -> BatchAnalysis:
         """Run the fused pass on a prepared batch.

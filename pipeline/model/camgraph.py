@@ -15,7 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from pipeline.model.loading import ModelError, final_activation, final_layer, find_target, is_graph_model
+from pipeline.model.loading import ModelError, check_input, final_activation, find_target, is_graph_model
+from pipeline.model.outputs import choose_output, pick
 from pipeline.model.spec import ModelSpec
 
 PASSTHROUGH = (keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
@@ -116,11 +117,12 @@ def build_cam_graph(model: keras.Model, spec: ModelSpec) -> CamGraph:
         ModelError: the target cannot be found, or the model's output disagrees with the spec.
     """
     path, target = find_target(model, spec.target_layer)
-    final = final_layer(model)
+    chosen = choose_output(model, spec)
+    final = chosen.layer
     _check_activation(final, spec)
     tracer = _Tracer(target, final)
-    inputs = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
-    outputs = tracer.run(model, inputs)
+    inputs = keras.Input(check_input(model, spec), dtype=model.inputs[0].dtype)
+    outputs = pick(tracer.run(model, inputs), chosen)
     if tracer.features is None:
         raise ModelError(f'target layer "{path}" does not lie on the path from input to output')
     scores = _class_scores(outputs, spec, tracer.bypassed)

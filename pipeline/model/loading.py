@@ -39,13 +39,43 @@ def load_model(spec: ModelSpec) -> keras.Model:
     if spec.is_saved_model:
         return _wrap_saved_model(spec)
     try:
-        model = keras.models.load_model(spec.model_path, compile=False)
+        model = keras.models.load_model(spec.model_path, compile=False, safe_mode=spec.safe_mode)
     except Exception as exc:  # Keras raises anything from OSError to TypeError on a bad file
+        if "safe_mode" in str(exc):
+            raise ModelError(f"{spec.model_path.name} holds Python code (a Lambda layer), which Keras "
+                             'runs only from a file you trust: set "safe_mode": false in model.json '
+                             "if you trust where this model came from") from exc
         raise ModelError(f"cannot load {spec.model_path.name} as a Keras model: {exc}") from exc
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(f"{spec.model_path.name} has {len(model.inputs)} inputs and "
-                         f"{len(model.outputs)} outputs; a classifier with one of each is needed")
+    check_input(model, spec)
     return model
+
+
+def check_input(model: keras.Model, spec: ModelSpec) -> tuple[int, int, int]:
+    """Return the (height, width, channels) the model is fed: its own sizes, the spec's where open.
+
+    Raises:
+        ModelError: not one image input, or sizes that disagree with model.json, named by field.
+    """
+    shapes = [tuple(tensor.shape) for tensor in model.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4:
+        found = " and ".join(shape_text(shape) for shape in shapes)
+        count = "1 input" if len(shapes) == 1 else f"{len(shapes)} inputs"
+        raise ModelError(f"the model takes {count} of shape {found}; tumorlens feeds one image "
+                         "input of shape (batch, height, width, channels)")
+    _, height, width, channels = shapes[0]
+    wanted_width, wanted_height = spec.input_size
+    if channels is not None and channels != spec.channels:
+        mode = {1: "grayscale", 3: "rgb"}.get(channels)
+        fix = f'set "color_mode" to "{mode}"' if mode else "tumorlens feeds 1 or 3 channels"
+        raise ModelError(f'model.json says "color_mode": "{spec.color_mode}" ({spec.channels} '
+                         f"channel{'s' if spec.channels > 1 else ''}) but the model's input takes "
+                         f"{channels}; {fix}")
+    if (height, width) != (None, None) and (height or wanted_height, width or wanted_width) != (
+            wanted_height, wanted_width):
+        raise ModelError(f'model.json says "input_size": [{wanted_width}, {wanted_height}] but the '
+                         f"model takes images {width or 'any'} wide and {height or 'any'} high; "
+                         f'set "input_size" to [{width or wanted_width}, {height or wanted_height}]')
+    return height or wanted_height, width or wanted_width, channels or spec.channels
 
 
 def is_saved_model_wrapper(model: keras.Model) -> bool:
@@ -111,10 +141,19 @@ def find_target(model: keras.Model, target_layer: str | None) -> tuple[str, kera
     return target_layer, layer
 
 
-def final_layer(model: keras.Model) -> keras.layers.Layer:
-    """Return the layer that produces the model's output, looking inside nested models."""
-    layer = model.layers[-1]
-    return final_layer(layer) if is_graph_model(layer) else layer
+def shape_text(shape: tuple) -> str:
+    """Return a tensor shape for messages: ``(batch, 224, 224, 3)``."""
+    return "(" + ", ".join("batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape)) + ")"
+
+
+def final_layer(model: keras.Model, index: int = 0) -> keras.layers.Layer:
+    """Return the layer that computes output ``index``, looking inside nested models."""
+    history = getattr(model.outputs[index], "_keras_history", None)
+    if history is None:  # a model without a graph of its own: its last layer computes it
+        layer, inner = model.layers[-1], 0
+    else:
+        layer, inner = history.operation, history.tensor_index
+    return final_layer(layer, inner) if is_graph_model(layer) else layer
 
 
 def final_activation(layer: keras.layers.Layer) -> str | None:

@@ -40,6 +40,8 @@ class ModelSpec:
     target_layer: str | None
     folder: Path
     model_path: Path
+    model_output: str | int | None = None  # which output holds the class scores, when several
+    safe_mode: bool = True  # False lets Keras load Python code (Lambda layers) from a trusted file
 
     @property
     def channels(self) -> int:
@@ -69,6 +71,9 @@ class ModelSpec:
             "positive_classes": list(self.positive_classes),
             "output": self.output,
             "target_layer": self.target_layer,
+            # Optional fields appear only when set, so a spec without them keeps its digest.
+            **{key: getattr(self, key) for key, (default, _, _) in _OPTIONAL_RULES.items()
+               if getattr(self, key) != default},
         }
 
     def digest(self) -> str:
@@ -131,9 +136,10 @@ def spec_from_dict(fields: Any, folder: Path, source: str = SPEC_NAME) -> ModelS
     """Validate raw model.json fields and resolve the model file in ``folder``."""
     if not isinstance(fields, dict):
         raise SpecError(f"{source}: must hold a JSON object, got {type(fields).__name__}")
-    fields = {"target_layer": None, **fields}
+    fields = {"target_layer": None, **{k: d for k, (d, _, _) in _OPTIONAL_RULES.items()}, **fields}
     _check_keys(fields, source)
-    for key, (check, expected) in _FIELD_RULES.items():
+    rules = {**_FIELD_RULES, **{key: rule for key, (_, *rule) in _OPTIONAL_RULES.items()}}
+    for key, (check, expected) in rules.items():
         if not check(fields[key]):
             raise SpecError(f'{source}: "{key}" must be {expected} (got {json.dumps(fields[key])})')
     _check_classes(fields, source)
@@ -146,7 +152,7 @@ def spec_from_dict(fields: Any, folder: Path, source: str = SPEC_NAME) -> ModelS
         color_mode=fields["color_mode"], preprocessing=fields["preprocessing"],
         class_names=tuple(fields["class_names"]), positive_classes=tuple(fields["positive_classes"]),
         output=fields["output"], target_layer=fields["target_layer"], folder=folder.resolve(),
-        model_path=model_path,
+        model_path=model_path, model_output=fields["model_output"], safe_mode=fields["safe_mode"],
     )
 
 
@@ -181,14 +187,25 @@ _FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                      'null or a layer path like "xception/block14_sepconv2_act"'),
 }
 
+# Optional fields: (default, check, what is expected). A model.json without them behaves as before.
+_OPTIONAL_RULES: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "model_output": (None, lambda value: value is None or _is_text(value) or (type(value) is int and value >= 0),
+                     "null (the model's only output), or the name or index of the output that holds "
+                     "the class scores"),
+    "safe_mode": (True, lambda value: type(value) is bool,
+                  "true, or false to let Keras run Python code (a Lambda layer) stored in a model "
+                  "file you trust"),
+}
+
 
 def _check_keys(fields: dict[str, Any], source: str) -> None:
     missing = [key for key in _FIELD_RULES if key not in fields]
     if missing:
         raise SpecError(f'{source}: "{missing[0]}" is missing (required: {", ".join(_FIELD_RULES)})')
-    unknown = sorted(set(fields) - set(_FIELD_RULES))
+    known = [*_FIELD_RULES, *_OPTIONAL_RULES]
+    unknown = sorted(set(fields) - set(known))
     if unknown:
-        raise SpecError(f'{source}: unknown field "{unknown[0]}" (known fields: {", ".join(_FIELD_RULES)})')
+        raise SpecError(f'{source}: unknown field "{unknown[0]}" (known fields: {", ".join(known)})')
 
 
 def _check_classes(fields: dict[str, Any], source: str) -> None:

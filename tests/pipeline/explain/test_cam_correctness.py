@@ -190,3 +190,40 @@ def test_every_method_points_at_the_blob(blob_model: Path, method: str) -> None:
     ys, xs = np.unravel_index(maps.reshape(len(maps), -1).argmax(axis=1), maps.shape[1:])
     distance = np.hypot(xs - centres[labels == 1, 0], ys - centres[labels == 1, 1])
     assert (distance <= 2 * BLOB_SIGMA).mean() >= 0.95
+
+
+def pooled_forward(model: keras.Model, base: str, target: str) -> Forward:
+    """Tap a nested base built with ``pooling="avg"`` (its output is pooled), then the Dense by hand."""
+    inner = model.get_layer(base)
+    tapped = keras.Model(inner.inputs[0], [inner.get_layer(target).output, inner.output])
+
+    def forward(images):
+        features, pooled = tapped(images)
+        return features, dense_scores(model, pooled)
+
+    return forward
+
+
+MOBILENET = "mobilenetv2_0.35_64"
+SHAPE_CASES = {
+    # shape: (target, forward builder, right behind GAP -> Dense)
+    "output-list": ("conv1", lambda m: flat_forward(m, "conv1"), False),
+    "two-outputs-by-name": ("conv1", lambda m: flat_forward(m, "conv1"), False),
+    "mobilenetv2-pooling-avg": (f"{MOBILENET}/out_relu",
+                                lambda m: pooled_forward(m, MOBILENET, "out_relu"), True),
+    "mobilenetv2-pooling-avg-inner": (f"{MOBILENET}/block_16_expand_relu",
+                                      lambda m: pooled_forward(m, MOBILENET, "block_16_expand_relu"), False),
+}
+
+
+@pytest.mark.parametrize("case", SHAPE_CASES)
+def test_batched_gradcam_equals_the_per_image_recipe_on_real_world_shapes(tmp_path: Path, case: str) -> None:
+    from tests.builders.shapes import SHAPES, write_shape
+
+    target, make_forward, behind_gap = SHAPE_CASES[case]
+    spec = load_spec(write_shape(tmp_path, SHAPES[case.removesuffix("-inner")]))
+    spec = load_spec(write_spec({**spec.to_json(), "target_layer": target}, tmp_path))
+    analyzer = Analyzer(spec, "gradcam")
+    model = keras.models.load_model(spec.model_path, compile=False)
+    check_against_reference(analyzer, make_forward(model), sigmoid=False, behind_gap=behind_gap)
+    assert (analyzer.graph.class_kernel is not None) == behind_gap

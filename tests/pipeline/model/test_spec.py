@@ -88,6 +88,10 @@ def test_target_layer_may_be_left_out(folder: Path) -> None:
         ({"file": "model.pt"},
          '"file" must be a .keras or .h5 file or a SavedModel folder (got "model.pt")'),
         ({"file": "other.keras"}, '"file" other.keras does not exist'),
+        ({"model_output": ""}, '"model_output" must be null (the model\'s only output), or the name or index'),
+        ({"model_output": -1}, '"model_output" must be null'),
+        ({"model_output": True}, '"model_output" must be null'),
+        ({"safe_mode": "no"}, '"safe_mode" must be true, or false to let Keras run Python code'),
     ],
 )
 def test_invalid_field_is_named(folder: Path, changes: dict, message: str) -> None:
@@ -144,6 +148,18 @@ def test_digest_of_saved_model_folder_covers_every_file(folder: Path) -> None:
     before = spec.digest()
     (saved / "variables" / "variables.index").write_bytes(b"other index")
     assert spec.digest() != before
+
+
+def test_optional_fields_default_and_leave_the_digest_of_a_spec_without_them(folder: Path) -> None:
+    plain = load_spec(write_raw(folder))
+    assert (plain.model_output, plain.safe_mode) == (None, True)
+    assert "model_output" not in plain.to_json() and "safe_mode" not in plain.to_json()
+    same = load_spec(write_raw(folder, model_output=None, safe_mode=True))  # defaults spelled out
+    assert same.digest() == plain.digest()
+    chosen = load_spec(write_raw(folder, model_output="diagnosis", safe_mode=False))
+    assert (chosen.model_output, chosen.safe_mode) == ("diagnosis", False)
+    assert chosen.to_json()["model_output"] == "diagnosis" and chosen.digest() != plain.digest()
+    assert load_spec(write_raw(folder, model_output=1)).model_output == 1
 
 
 def test_write_spec_fills_defaults_and_round_trips(folder: Path) -> None:

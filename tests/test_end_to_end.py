@@ -161,15 +161,19 @@ def test_errors_exit_non_zero_with_a_clear_message(settings, tmp_path):
     assert "no job 77" in tumorlens("export", "77", expect=1).output
 
 
-def test_a_model_that_does_not_match_its_spec_fails_the_job_in_words(settings, tmp_path):
+def test_a_model_that_does_not_match_its_spec_fails_the_job_once_and_resumes_when_fixed(settings, tmp_path):
     model = small_model(tmp_path)
     spec = json.loads((model / "model.json").read_text())
     (model / "model.json").write_text(json.dumps({**spec, "output": "sigmoid"}))  # it is softmax
     write_good_scans(tmp_path / "scans", 3, size=(40, 40))
     result = tumorlens("scan", tmp_path / "scans", "--local", "--model", model, expect=1)
-    assert "job 1 failed: the model cannot be analysed" in result.output
+    assert f"job 1 failed: the model {spec['name']} cannot be analysed" in result.output
     assert 'set "output" to "probabilities"' in result.output
-    assert export(1) and all(r["status"] == "pending" for r in export(1))  # scans not blamed
+    assert result.output.count("cannot be analysed") == 1  # told once, not once per scan
+    assert not [r for r in export(1) if r["status"] == "failed"]  # no scan blamed for the model
+    (model / "model.json").write_text(json.dumps(spec))  # the spec fixed: resume takes it
+    resumed = json.loads(tumorlens("resume", "1", "--json").stdout)
+    assert (resumed["status"], resumed["done"], resumed["failed"]) == ("done", 3, 0)
 
 
 def test_default_model_falls_back_to_a_labelled_demo(settings_env, tmp_path, monkeypatch):

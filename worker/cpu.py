@@ -10,14 +10,11 @@ a core from the model and the writer threads. ``benchmarks/bench_scan.py``, smal
 
 from __future__ import annotations
 
-import functools
-
-
-@functools.cache
 def single_threaded_blas() -> None:
-    """Keep numpy's BLAS to one thread in this process (and in processes forked from it).
+    """Keep every BLAS loaded in this process to one thread (and in processes forked from it).
 
-    Safe to call again: only the first call does anything.
+    Call it again once the model is prepared: importing Keras loads SciPy's own OpenBLAS, with a
+    thread per core, after the first call limited numpy's.
     """
     from threadpoolctl import threadpool_limits
 

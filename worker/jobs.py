@@ -25,11 +25,14 @@ Functions given a ``session`` never commit it (the caller does); those given a
   devices), nothing recomputed; reused scans do not enter this job's neuron statistics.
   ``attempts`` counts deliveries; a scan that started ``MAX_ATTEMPTS`` times without finishing
   fails. ``worker.batch`` holds the stages of one batch.
-  A model that cannot be analysed at all (``pipeline.model.loading.ModelError``) fails the job with
-  that reason and leaves its scans pending.
+  The model is prepared (``prepare_analysis``: load, graph, one blank pass) before any scan is
+  claimed; a model that cannot be analysed at all (``pipeline.model.loading.ModelError``) fails
+  the job with one message naming it, and leaves its scans pending: none fails for the model.
 - Finalising merges the batches' neuron partials once, with a conditional UPDATE.
 - Cancelling stops new batches; pending scans stay pending. ``reopen_job`` makes a cancelled or
-  failed job resumable: the walk runs again, adding only new files.
+  failed job resumable: the walk runs again, adding only new files. A job that failed before
+  any scan was analysed takes its model.json as it is now, so a spec fixed after the failure
+  is used on resume.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ if TYPE_CHECKING:
     from pipeline.model.spec import ModelSpec
 
 __all__ = ["JobError", "create_job", "enumerate_job", "process_batch", "finalize_job", "cancel_job",
-           "reopen_job", "pending_scan_ids", "job_summary", "job_analyzer", "BatchOutcome"]
+           "reopen_job", "pending_scan_ids", "job_summary", "job_analyzer", "prepare_analysis",
+           "fail_job", "BatchOutcome"]
 
 HASH_THREADS = 4  # hashing is I/O bound on network storage; a few readers hide the latency
 OPEN_STATES = (JobStatus.PENDING, JobStatus.ENUMERATING)
@@ -201,8 +205,46 @@ def reopen_job(session, job_id: int) -> Job:
     """Make a cancelled or failed job resumable: the walk is redone, only new files are added."""
     job = get_job(session, job_id)
     if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
+        _take_fixed_model(session, job)
         job.status, job.error, job.finished_at = JobStatus.PENDING, None, None
     return job
+
+
+def _take_fixed_model(session, job: Job) -> None:
+    """Point a job that has no results yet at its model.json as it is now (a fixed spec)."""
+    from pipeline.model.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(job.model.spec_path)
+    except (SpecError, OSError):
+        return  # told in words when the job runs
+    has_results = session.scalar(select(exists().where(Result.job_id == job.id)))
+    if spec.digest() != job.model.digest and not has_results:
+        job.model = model_for_spec(session, spec)
+
+
+def prepare_analysis(session_factory: SessionFactory, job_id: int, analyzer) -> bool:
+    """Prepare the job's model before any scan is claimed; fail the job in words if it cannot be.
+
+    Returns:
+        True when the model is ready; False when the job was failed because of it.
+    """
+    from pipeline.model.loading import ModelError
+
+    try:
+        analyzer.ready()
+    except ModelError as exc:
+        batch.raise_if_out_of_time(exc)  # a task's time limit is no fault of the model
+        fail_job(session_factory, job_id, f"the model {analyzer.spec.name} cannot be analysed: {exc}")
+        return False
+    return True
+
+
+def fail_job(session_factory: SessionFactory, job_id: int, message: str) -> None:
+    """Mark a job that cannot run at all (its model is unusable, gone or changed) failed, saying why."""
+    with write_scope(session_factory) as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.status.not_in(batch.CLOSED))
+                        .values(status=JobStatus.FAILED, error=message, finished_at=utcnow()))
 
 
 def job_analyzer(session, job_id: int):

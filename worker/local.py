@@ -23,10 +23,10 @@ from sqlalchemy import update
 from worker import batch
 from worker.cpu import single_threaded_blas
 from worker.db import SessionFactory, session_scope, write_scope
-from worker.jobs import enumerate_job, finalize_job, job_analyzer, job_summary
+from worker.jobs import enumerate_job, finalize_job, job_analyzer, job_summary, prepare_analysis
 from worker.models import Scan, ScanStatus
 from worker.settings import get_settings
-from worker.store import pending_scan_ids, scan_counts
+from worker.store import get_job, pending_scan_ids, scan_counts
 
 Progress = Callable[[int, int], None]  # (scans finished, scans found)
 # Writing a scan's outputs (~9 ms with the small CNN of bench_scan.py, GIL released while encoding)
@@ -50,19 +50,29 @@ def run_local(session_factory: SessionFactory, job_id: int, output_dir: str | Pa
     settings = get_settings()
     output_dir = Path(output_dir or settings.output_dir)
     report = on_progress or (lambda finished, total: None)
+    with session_scope(session_factory) as session:
+        if get_job(session, job_id).status in batch.CLOSED:
+            return job_summary(session, job_id)
+        analyzer = analyzer or job_analyzer(session, job_id)
+    # Before the walk: a model that cannot be analysed is told once, in seconds, not after
+    # hashing a whole archive, and no scan is claimed for it.
+    if not prepare_analysis(session_factory, job_id, analyzer):
+        return _summary(session_factory, job_id)
+    single_threaded_blas()  # again: preparing loaded Keras, and SciPy's BLAS with it
     for _ in enumerate_job(session_factory, job_id):
         report(*_progress(session_factory, job_id))
     finished, total = _progress(session_factory, job_id)
     report(finished, total)
     if finished < total:
-        if analyzer is None:
-            with session_scope(session_factory) as session:
-                analyzer = job_analyzer(session, job_id)
         stages = _Stages(session_factory, analyzer, job_id, output_dir)
         for outcome in stages.run(_batches(session_factory, job_id, batch_size or settings.batch_size)):
             finished += outcome.analysed + outcome.reused + outcome.failed + outcome.skipped
             report(finished, total)
     finalize_job(session_factory, job_id)
+    return _summary(session_factory, job_id)
+
+
+def _summary(session_factory: SessionFactory, job_id: int) -> dict:
     with session_scope(session_factory) as session:
         return job_summary(session, job_id)
 

@@ -23,7 +23,7 @@ from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from worker import jobs
@@ -31,8 +31,8 @@ from worker.celery_app import (ENUMERATE_HARD_LIMIT, ENUMERATE_SOFT_LIMIT, ENUME
                                PROCESS_TASK)
 from worker.batch import CLOSED, BatchOutcome
 from worker.cpu import single_threaded_blas
-from worker.db import dispose_engines, make_session_factory, session_scope, write_scope
-from worker.models import Job, JobStatus, Scan, ScanStatus, utcnow
+from worker.db import dispose_engines, make_session_factory, session_scope
+from worker.models import Scan, ScanStatus
 from worker.queue import QueueError, enqueue_batches, enqueue_job, requeue_pending
 from worker.settings import get_settings
 from worker.store import get_job
@@ -108,13 +108,6 @@ def pending_attempts(factory, job_id: int, scan_ids: list[int]) -> list[tuple[in
         return [tuple(row) for row in session.execute(query)]
 
 
-def fail_job(factory, job_id: int, message: str) -> None:
-    """Mark a job that cannot run at all (its model is gone or changed) failed, saying why."""
-    with write_scope(factory) as session:
-        session.execute(update(Job).where(Job.id == job_id, Job.status.not_in(CLOSED))
-                        .values(status=JobStatus.FAILED, error=message, finished_at=utcnow()))
-
-
 @shared_task(bind=True, name=PROCESS_TASK, **RETRY)
 def process_scans(self, job_id: int, scan_ids: list[int]) -> dict:
     """Analyse one batch of a job's scans, then finish the job if it was the last one."""
@@ -138,10 +131,13 @@ def run_batch(task, factory, job_id: int, scan_ids: list[int]):
     try:
         analyzer = analyzer_for(factory, job_id)
     except (ValueError, OSError) as exc:  # SpecError, JobError, a model file gone
-        fail_job(factory, job_id, f"the job's model cannot be used: {exc}")
+        jobs.fail_job(factory, job_id, f"the job's model cannot be used: {exc}")
         return None
     try:
         import_tensorflow()  # before the batch is claimed: a limit hit here costs no attempt
+        if not jobs.prepare_analysis(factory, job_id, analyzer):  # once per process: then cached
+            return None
+        single_threaded_blas()  # again: preparing loaded Keras, and SciPy's BLAS with it
         return jobs.process_batch(factory, analyzer, job_id, scan_ids, get_settings().output_dir)
     except SoftTimeLimitExceeded as exc:
         # Back in the queue like a crashed batch: split, then the slow scan fails on its own.

@@ -258,3 +258,14 @@ def test_multi_frame_scan_gives_a_row_per_frame(signed_in, session, folders):
     assert "frame 3 of 3" in page and 'tumor-probability">0.500' in page
     nav = re.search(r'id="scan-nav"([^>]*)>', page).group(1)
     assert f"scans/{scan_id}?frame=1" in nav and f"scans/{scan_id}?frame=0" in nav
+
+
+def test_a_job_failed_by_its_model_shows_why_on_its_page(signed_in, session, folders):
+    job = seed.add_job(session, folders["scans"], folders["model"] / "model.json", status=JobStatus.FAILED)
+    job.error = ('the model test-model cannot be analysed: the model has 2 outputs (0 "diagnosis" '
+                 '(batch, 2); 1 "grade" (batch, 3)); set "model_output" in model.json')
+    seed.add_rows(session, job, [seed.Row("a.jpg", status=ScanStatus.PENDING)])
+    session.commit()
+    html = signed_in.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "the model test-model cannot be analysed" in html
+    assert "set &#34;model_output&#34; in model.json" in html  # escaped like every stored text

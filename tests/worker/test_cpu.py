@@ -25,7 +25,8 @@ ACTIONS = {
     "single_threaded_blas": "from worker.cpu import single_threaded_blas; single_threaded_blas()",
     # a pool process of a queued worker, as Celery starts it
     "worker_process_init": "from worker.tasks import init_pool_process; init_pool_process()",
-    # an in-process job (``scan --local``): an empty folder needs no model, only the job's path
+    # an in-process job (``scan --local``): the model is prepared even for an empty folder, so
+    # SciPy's BLAS, which importing Keras loads, is there too and must be limited as well
     "run_local": """
 from pathlib import Path
 from pipeline.model.spec import load_spec
@@ -55,4 +56,4 @@ def test_job_processes_run_numpy_blas_on_one_thread(action, tmp_path):
     assert done.returncode == 0, done.stderr
     before, after = json.loads(done.stdout.strip().splitlines()[-1])
     assert before and all(n > 1 for n in before)  # OpenBLAS's default: a thread per core
-    assert after == [1] * len(before)
+    assert len(after) >= len(before) and after == [1] * len(after)  # every BLAS loaded by then

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.builders.processes import (SLOW_IMPORT_ENV, ProcessGroup, RedisServer, log_text,
-                                      pool_children, run_cli, start_worker, tumorlens_env, wait_for,
-                                      write_hang, write_poison)
+                                      pool_children, run_cli, start_worker, tumorlens_argv,
+                                      tumorlens_env, wait_for, write_hang, write_poison)
 from tests.builders.scans import write_good_scans
+from tests.builders.shapes import FAULTS, write_shape
+from tests.conftest import PROJECT_ROOT
 from worker.db import make_session_factory, session_scope
 from worker.models import Job, Result, Scan, ScanStatus
 from worker.store import job_summary
@@ -235,6 +238,27 @@ def test_a_job_whose_model_changed_fails_saying_why(cluster, scan_folder, model_
     with session_scope(cluster.factory) as session:
         error = session.get(Job, job_id).error
     assert "the job's model cannot be used" in error and "has changed since" in error
+
+
+def test_a_model_that_cannot_be_prepared_fails_the_queued_job_once_and_resume_takes_the_fix(
+        cluster, scan_folder, tmp_path):
+    build, _ = FAULTS["two-outputs-unchosen"]  # loads, but which output holds the scores?
+    model = write_shape(tmp_path / "two-heads", build)
+    cluster.start_workers(1)
+    waited = subprocess.run(tumorlens_argv("scan", str(scan_folder), "--model", str(model), "--wait"),
+                            env=cluster.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    assert "the model two-heads cannot be analysed" in waited.stderr and '"model_output"' in waited.stderr
+    with session_scope(cluster.factory) as session:
+        job = session.scalars(select(Job).order_by(Job.id.desc())).first()
+        job_id, error = job.id, job.error
+    assert error.count("cannot be analysed") == 1 and '0 "diagnosis"' in error
+    assert cluster.scans(job_id, status=ScanStatus.FAILED) == []  # no scan blamed for the model
+    assert all(scan.attempts == 0 for scan in cluster.scans(job_id))  # none was even claimed
+    spec = json.loads(model.read_text())
+    model.write_text(json.dumps({**spec, "model_output": "diagnosis"}))
+    run_cli(cluster.env, "resume", str(job_id))
+    assert_complete(cluster, job_id, cluster.wait(job_id))
 
 
 def test_a_scan_that_kills_its_worker_fails_and_the_rest_complete(cluster, tmp_path):

@@ -9,9 +9,10 @@ batch that stops between them leaves its scans pending, to be picked up again.
 
 from worker.batch.analyse import analyse, decode
 from worker.batch.claim import load
-from worker.batch.items import CLOSED, INTERNAL_ERROR, MAX_ATTEMPTS, BatchOutcome, Item, Work
+from worker.batch.items import (CLOSED, INTERNAL_ERROR, MAX_ATTEMPTS, BatchOutcome, Item, Work,
+                                raise_if_out_of_time)
 from worker.batch.record import commit
 from worker.batch.write import output_stem, write
 
 __all__ = ["CLOSED", "INTERNAL_ERROR", "MAX_ATTEMPTS", "BatchOutcome", "Item", "Work", "analyse",
-           "commit", "decode", "load", "output_stem", "write"]
+           "commit", "decode", "load", "output_stem", "raise_if_out_of_time", "write"]

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy import func, select
 
@@ -172,8 +173,13 @@ def kill_a_batch_in_flight(cluster: Cluster, worker, job_id: int, tries: int = 4
     for _ in range(tries):
         wait_for(lambda: len(pool_children(worker)) == 1, "the worker's pool process")
         claimed = wait_for(lambda: claimed_batch(cluster, job_id), "a batch in flight", every=0.01)
-        for child in pool_children(worker):
+        children = pool_children(worker)
+        for child in children:
             child.send_signal(signal.SIGKILL)
+        # A signal is delivered, not obeyed at once: a commit already on its way can still land.
+        # Only once the process is gone, and the store has had a moment, does pending tell.
+        psutil.wait_procs(children, timeout=10)
+        time.sleep(0.2)
         pending = {scan.id for scan in cluster.scans(job_id, status=ScanStatus.PENDING)}
         if set(claimed) <= pending:
             return claimed  # killed before the batch committed

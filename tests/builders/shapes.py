@@ -26,6 +26,16 @@ def features(inputs, name: str = "conv"):
     return keras.layers.GlobalAveragePooling2D(name="gap")(x)
 
 
+def small_cnn(head: list, size: int = 16, channels: int = 3) -> keras.Model:
+    """Return conv -> pool -> conv -> ``head``, random weights."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((size, size, channels)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2"), *head])
+
+
 def scores(x, classes: int = 2, activation: str | None = "softmax", name: str = "score"):
     return keras.layers.Dense(classes, activation=activation, name=name)(x)
 

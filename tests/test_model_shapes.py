@@ -13,7 +13,7 @@ from tests.builders.scans import write_good_scans
 from tests.builders.shapes import FAULTS, SHAPES, write_shape
 
 SLOW = {"xception-pooling-avg", "inceptionv3-pooling-avg", "resnet50-pooling-avg",
-        "densenet121-pooling-avg"}  # a few seconds each to build and trace
+        "densenet121-pooling-avg", "xception-150-logits-4-list-output"}  # seconds to build and trace
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_every_shape_scans_and_exports(settings, tmp_path, scans, shape):
     summary = scan_json(scans, "--model", model)
     assert (summary["status"], summary["done"]) == ("done", 3), summary
     for row in export(summary["job"]):
-        assert row["predicted_class"] in ("no_tumor", "tumor")
+        assert row["predicted_class"] in row["probabilities"]
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-3
         assert 0 <= row["peak"][0] < row["width"] and 0 <= row["peak"][1] < row["height"]
 

@@ -73,6 +73,17 @@ def application(name: str) -> Callable[[], Built]:
     return build
 
 
+def reported_xception() -> Built:
+    """The model a user reported: Xception nested as one layer, 150 px, 4 logits, a list output."""
+    base = keras.applications.Xception(input_shape=(150, 150, 3), include_top=False, weights=None)
+    inputs = _input(size=150)
+    logits = scores(keras.layers.GlobalAveragePooling2D()(base(inputs)), 4, None)
+    classes = ["glioma", "meningioma", "no_tumor", "pituitary"]
+    return keras.Model(inputs, [logits]), {"output": "logits", "preprocessing": "symmetric",
+                                           "class_names": classes,
+                                           "positive_classes": ["glioma", "meningioma", "pituitary"]}
+
+
 def functional_in_sequential() -> Built:
     inputs = _input()
     base = keras.Model(inputs, keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs),
@@ -144,6 +155,7 @@ SHAPES: dict[str, Callable[[], Built]] = {
     "two-outputs-by-name": two_outputs("diagnosis"),
     "two-outputs-by-index": two_outputs(0),
     **{f"{name.lower()}-pooling-avg": application(name) for name in APPLICATION_SIZES},
+    "xception-150-logits-4-list-output": reported_xception,
     "functional-in-sequential": functional_in_sequential,
     "sequential-in-functional": sequential_in_functional,
     "rescaling-and-normalization": normalising_layers,

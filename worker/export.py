@@ -17,18 +17,21 @@ from typing import TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pipeline.model.spec import DEFAULT_THRESHOLD
 from worker.models import Job, NeuronStats, Result, Scan
 from worker.store import NotFound, get_job
 
 FIELDS = ("path", "frame", "sha256", "status", "error", "width", "height", "predicted_class",
-          "tumor_probability", "probabilities", "method", "peak", "overlay", "heatmap")
+          "tumor_probability", "probabilities", "method", "peak", "overlay", "heatmap", "threshold")
 FORMATS = ("json", "csv")
 STREAM_ROWS = 500
 
 
 def export_rows(session: Session, job_id: int, output_dir: str | Path) -> Iterator[dict]:
     """Yield the job's records in scan order, ``STREAM_ROWS`` at a time from the database."""
-    get_job(session, job_id)  # a clear NotFound before any output
+    job = get_job(session, job_id)  # a clear NotFound before any output
+    # The operating point predicted_class was decided at: tumor when tumor_probability >= it.
+    threshold = job.model.spec.get("threshold") or DEFAULT_THRESHOLD
     output_dir = Path(output_dir)
     analysed = func.coalesce(Scan.duplicate_of_id, Scan.id)
     query = (select(Scan.path, Scan.frames, Scan.sha256, Scan.status, Scan.error, Result)
@@ -38,7 +41,7 @@ def export_rows(session: Session, job_id: int, output_dir: str | Path) -> Iterat
         record = {"path": path, "frame": None, "sha256": sha256, "status": status.value,
                   "error": error, **dict.fromkeys(FIELDS[5:])}
         if result is not None and error is None:
-            record.update(_result_fields(result, output_dir))
+            record.update(_result_fields(result, output_dir), threshold=threshold)
             record["frame"] = None if frames is None else result.frame
         yield record  # the session's identity map is weak: rows already yielded are let go
 

@@ -75,13 +75,16 @@ def _read(examples: Sequence[Example], skipped: list[dict]) -> tuple[list, list]
 
 
 def _batches(examples: Sequence[Example], analyzer, annotations: Annotations, batch_size: int,
-             skipped: list[dict]) -> Iterator[Batch]:
+             skipped: list[dict], transform=None) -> Iterator[Batch]:
     for start in range(0, len(examples), batch_size):
         chunk, pixels = _read(examples[start:start + batch_size], skipped)
         if not chunk:
             continue
         masks = [annotations.mask(e.path, (p.shape[1], p.shape[0])) if e.label else None
                  for e, p in zip(chunk, pixels)]
+        if transform is not None:  # a controlled shift moves the mask along with the scan
+            shifted = [transform(p, m) for p, m in zip(pixels, masks)]
+            pixels, masks = [p for p, _ in shifted], [m for _, m in shifted]
         inputs = np.stack([analyzer.prepare(p) for p in pixels])
         yield Batch(chunk, pixels, inputs, masks)
 
@@ -148,7 +151,7 @@ def faithfulness(analyzer, examples: Sequence[Example], limit: int, steps: int =
 
 def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str] = ("gradcam",),
              annotations: Annotations | None = None, batch_size: int = DEFAULT_BATCH,
-             faithful: int = 0) -> dict:
+             faithful: int = 0, transform=None) -> dict:
     """Evaluate a model on labelled scans.
 
     Args:
@@ -158,6 +161,9 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
         annotations: where tumor outlines come from (masks beside images are always found).
         batch_size: scans per analysis pass.
         faithful: how many tumor scans get deletion/insertion curves per method (0 = none).
+        transform: ``(pixels, mask) -> (pixels, mask)`` applied to each scan and its tumor mask
+            (or None) after reading and before preparation, e.g. a controlled shift
+            (``pipeline.evaluate.shifts.Shift``); None measures the scans as they are.
 
     Returns:
         A JSON-ready report: ``classification`` (with ``intervals``: 95 % bootstrap intervals that
@@ -174,20 +180,25 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
     analyzers = {method: Analyzer(spec, method) for method in methods}
     tally = Tally(list(methods))
     skipped: list[dict] = []
-    for batch in _batches(examples, analyzers[methods[0]], annotations, batch_size, skipped):
+    for batch in _batches(examples, analyzers[methods[0]], annotations, batch_size, skipped,
+                          transform):
         _tally_batch(tally, analyzers, batch)
     if not tally.labels:
         raise datasets.DataError("none of the scans could be read: "
                          + "; ".join(f"{s['path']}: {s['error']}" for s in skipped[:3]))
+    threshold = spec.decision_threshold
     report = {
         "model": spec.name,
         "classification": {
-            **metrics.classification_metrics(tally.labels, tally.tumor_probability),
-            "intervals": metrics.bootstrap_intervals(tally.labels, tally.tumor_probability, tally.groups),
+            **metrics.classification_metrics(tally.labels, tally.tumor_probability, threshold),
+            "threshold": threshold,  # the model's operating point (model.json, default 0.5)
+            "intervals": metrics.bootstrap_intervals(tally.labels, tally.tumor_probability, tally.groups,
+                                                     threshold=threshold),
             "errors": metrics.errors_by_group(tally.labels, tally.tumor_probability, tally.groups,
-                                              tally.paths),
+                                              tally.paths, threshold),
             "sensitivity_by_size": metrics.sensitivity_by_size(tally.tumor_shares,
-                                                                 tally.outlined_probability),
+                                                                 tally.outlined_probability,
+                                                                 threshold=threshold),
         },
         "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},

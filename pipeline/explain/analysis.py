@@ -162,20 +162,30 @@ def fused_pass(graph: CamGraph, method: CamMethod, spec: ModelSpec, images: Any)
 
     with tf.GradientTape() as tape:
         scores, features = graph.model(images, training=False)
-        chosen = choose_class(scores, spec)
+        probabilities = tf.nn.sigmoid(scores) if graph.activation == "sigmoid" else tf.nn.softmax(scores)
+        chosen = choose_class(scores, probabilities, spec)
         picked = tf.gather(scores, chosen, axis=1, batch_dims=1)
     # Each image's score depends on its own maps only, so the summed gradient is per image.
     gradients = tape.gradient(picked, features) if method.needs_gradients else None
-    probabilities = tf.nn.sigmoid(scores) if graph.activation == "sigmoid" else tf.nn.softmax(scores)
     maps = method.maps(CamInputs(images, features, gradients, chosen))
     return probabilities, maps, tf.reduce_mean(features, axis=(1, 2)), chosen
 
 
-def choose_class(scores: Any, spec: ModelSpec) -> Any:
-    """Return the predicted class of each row: argmax, or the positive class when p >= 0.5."""
+def choose_class(scores: Any, probabilities: Any, spec: ModelSpec) -> Any:
+    """Return the predicted class of each row: the one its map explains.
+
+    Without a ``threshold`` in the spec: the argmax (for one sigmoid unit, the positive class when
+    p >= 0.5). With one, the scan is tumor when its positive classes' probabilities sum to at
+    least the threshold, and the class is the likeliest of that side.
+    """
     import tensorflow as tf
 
-    if spec.output != "sigmoid":
-        return tf.argmax(scores, axis=-1, output_type=tf.int32)
-    positive = spec.positive_indices[0]
-    return tf.where(scores[:, positive] >= 0, positive, 1 - positive)
+    if spec.threshold is None:
+        if spec.output != "sigmoid":
+            return tf.argmax(scores, axis=-1, output_type=tf.int32)
+        positive = spec.positive_indices[0]
+        return tf.where(scores[:, positive] >= 0, positive, 1 - positive)
+    is_positive = tf.constant([i in spec.positive_indices for i in range(len(spec.class_names))])
+    tumor = tf.reduce_sum(tf.where(is_positive, probabilities, 0.0), axis=1) >= spec.threshold
+    side = tf.equal(is_positive[None, :], tumor[:, None])  # the classes of the side called
+    return tf.argmax(tf.where(side, probabilities, -1.0), axis=-1, output_type=tf.int32)

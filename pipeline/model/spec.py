@@ -17,6 +17,7 @@ COLOR_MODES = ("rgb", "grayscale")
 PREPROCESSINGS = ("unit", "symmetric", "caffe", "torch", "none")
 OUTPUTS = ("probabilities", "logits", "sigmoid")
 MODEL_SUFFIXES = (".keras", ".h5")
+DEFAULT_THRESHOLD = 0.5
 RGB_ONLY_PREPROCESSINGS = ("caffe", "torch")  # their per-channel ImageNet statistics need 3 channels
 
 
@@ -42,6 +43,7 @@ class ModelSpec:
     model_path: Path
     model_output: str | int | None = None  # which output holds the class scores, when several
     safe_mode: bool = True  # False lets Keras load Python code (Lambda layers) from a trusted file
+    threshold: float | None = None  # the operating point: tumor when P(tumor) >= it (default 0.5)
 
     @property
     def channels(self) -> int:
@@ -52,6 +54,11 @@ class ModelSpec:
     def positive_indices(self) -> tuple[int, ...]:
         """Return the indices of the positive (tumor) classes in ``class_names``."""
         return tuple(self.class_names.index(name) for name in self.positive_classes)
+
+    @property
+    def decision_threshold(self) -> float:
+        """Return the tumor probability from which a scan is called tumor."""
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
     @property
     def is_saved_model(self) -> bool:
@@ -153,6 +160,7 @@ def spec_from_dict(fields: Any, folder: Path, source: str = SPEC_NAME) -> ModelS
         class_names=tuple(fields["class_names"]), positive_classes=tuple(fields["positive_classes"]),
         output=fields["output"], target_layer=fields["target_layer"], folder=folder.resolve(),
         model_path=model_path, model_output=fields["model_output"], safe_mode=fields["safe_mode"],
+        threshold=None if fields["threshold"] is None else float(fields["threshold"]),
     )
 
 
@@ -192,6 +200,9 @@ _OPTIONAL_RULES: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "model_output": (None, lambda value: value is None or _is_text(value) or (type(value) is int and value >= 0),
                      "null (the model's only output), or the name or index of the output that holds "
                      "the class scores"),
+    "threshold": (None, lambda value: value is None or (type(value) in (int, float) and 0 < value < 1),
+                  "null (0.5), or the tumor probability between 0 and 1 from which a scan is called "
+                  "tumor (the operating point train chooses on VALIDATION)"),
     "safe_mode": (True, lambda value: type(value) is bool,
                   "true, or false to let Keras run Python code (a Lambda layer) stored in a model "
                   "file you trust"),

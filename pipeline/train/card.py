@@ -78,6 +78,9 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
     if select_method:
         reports = domain_reports(spec, folders, METHODS, annotations, "VALIDATION", True)
         method, validation = choose_method(reports)
+    point = operating_point(spec, folders, config.target_sensitivity)
+    if point is not None:  # TEST is then measured at the chosen operating point
+        spec = load_spec(write_spec({**spec_dict(config, name), "threshold": point["threshold"]}, out))
     card = {
         "name": name,
         "data": {"folder": str(data_dir), "manifest_sha256": datasets.manifest_digest(data_dir),
@@ -90,10 +93,21 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
         "best_epoch": _best_epoch(history),
         "cam_method": method,
         "validation_localisation": validation,
+        **({"operating_point": point} if point is not None else {}),
         "test": domain_reports(spec, folders, [method], annotations, "TEST"),
     }
     write_json(out / "model_card.json", card)
     return card
+
+
+def operating_point(spec, folders: list[Path], target_sensitivity: float | None) -> dict | None:
+    """Return the threshold chosen on the folders' VALIDATION for the target, or None without one."""
+    from pipeline.evaluate.operating_point import choose_threshold, validation_probabilities
+
+    if target_sensitivity is None:
+        return None
+    labels, probability = validation_probabilities(spec, folders)
+    return {**choose_threshold(labels, probability, target_sensitivity), "chosen_on": "VALIDATION"}
 
 
 def _init_record(source: str) -> dict:

@@ -29,6 +29,7 @@ class TrainConfig:
     name: str | None = None
     init: str | None = None  # start from this trained model's weights (fine-tuning)
     schedule: str = "plateau"  # "plateau" (cut on a VALIDATION plateau) or "cosine" (SCHEDULES)
+    target_sensitivity: float | None = None  # choose model.json's threshold on VALIDATION for it
 
 
 SCHEDULES = ("plateau", "cosine")

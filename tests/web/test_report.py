@@ -269,3 +269,10 @@ def test_a_job_failed_by_its_model_shows_why_on_its_page(signed_in, session, fol
     html = signed_in.get(f"/jobs/{job.id}").get_data(as_text=True)
     assert "the model test-model cannot be analysed" in html
     assert "set &#34;model_output&#34; in model.json" in html  # escaped like every stored text
+
+
+def test_the_job_page_names_the_models_operating_point(signed_in, session, job):
+    assert "when P(tumor) ≥ 0.5 " in signed_in.get(f"/jobs/{job.id}").get_data(as_text=True)
+    job.model.spec = {**job.model.spec, "threshold": 0.37}
+    session.commit()
+    assert "when P(tumor) ≥ 0.37 " in signed_in.get(f"/jobs/{job.id}").get_data(as_text=True)

@@ -11,7 +11,7 @@ import pytest
 from tests.worker.test_store import make_job
 from worker import export
 from worker.db import session_scope
-from worker.models import Result, Scan, ScanStatus
+from worker.models import Job, Result, Scan, ScanStatus
 from worker.store import NotFound
 
 CLASSES = ["no_tumor", "tumor"]
@@ -59,7 +59,14 @@ def test_records_have_exactly_the_architecture_fields(session_factory, job_id):
         "width": 630, "height": 600, "predicted_class": "tumor", "tumor_probability": 0.9,
         "probabilities": {"no_tumor": 0.1, "tumor": 0.9}, "method": "gradcam", "peak": [412, 188],
         "overlay": "/srv/out/jobs/1/sub/dir/y12.jpg.overlay.png",
-        "heatmap": "/srv/out/jobs/1/sub/dir/y12.jpg.heatmap.npz"}
+        "heatmap": "/srv/out/jobs/1/sub/dir/y12.jpg.heatmap.npz", "threshold": 0.5}
+
+
+def test_records_carry_the_models_operating_point(session_factory, job_id):
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        job.model.spec = {**job.model.spec, "threshold": 0.31}
+    assert [r["threshold"] for r in rows(session_factory, job_id)] == [0.31, 0.31, None, 0.31, 0.31]
 
 
 def test_duplicates_carry_the_original_results_and_failures_carry_only_the_reason(
@@ -92,7 +99,7 @@ def test_csv_flattens_probabilities_and_peak(session_factory, job_id):
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert list(table[0]) == ["path", "frame", "sha256", "status", "error", "width", "height",
                               "predicted_class", "tumor_probability", "prob_no_tumor", "prob_tumor",
-                              "method", "peak_x", "peak_y", "overlay", "heatmap"]
+                              "method", "peak_x", "peak_y", "overlay", "heatmap", "threshold"]
     assert (table[0]["prob_tumor"], table[0]["peak_x"], table[0]["peak_y"]) == ("0.9", "412", "188")
     assert table[2]["status"] == "failed" and table[2]["prob_tumor"] == ""
 

@@ -16,7 +16,8 @@ def _number(value: float | None) -> str:
 def classification_table(title: str, metrics: dict):
     from rich.table import Table
 
-    table = Table(title=title)
+    threshold = metrics.get("threshold", 0.5)
+    table = Table(title=title if threshold == 0.5 else f"{title} (tumor when P >= {threshold:.4g})")
     for column in ("scans", "accuracy", "sensitivity", "specificity", "ROC AUC", "ECE", "TN FP / FN TP"):
         table.add_column(column, justify="right")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]

@@ -55,11 +55,15 @@ DEFAULT_AUGMENT = "flip,rotation,zoom"
                    "architecture and width: fine-tuning, e.g. the default model on your own scans.")
 @click.option("--select-method/--no-select-method", default=True, show_default=True,
               help="Choose the CAM method that localises best on VALIDATION.")
+@click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Choose the operating point on VALIDATION: the highest threshold whose "
+                   "sensitivity there reaches this (e.g. 0.97), written to model.json "
+                   "(default: none, tumor from P >= 0.5).")
 def train_command(data: Path, out: Path, arch: str, weights: str, input_size: int, epochs: int,
                   batch_size: int, seed: int, augment: str, width: int, learning_rate: float,
-                  schedule: str, patience: int, mask_weight: float, extra_domains: tuple[Path, ...], annotations: Path | None,
-                  cache: Path | None, name: str | None, resume: bool, init: Path | None,
-                  select_method: bool) -> None:
+                  schedule: str, patience: int, mask_weight: float, extra_domains: tuple[Path, ...],
+                  annotations: Path | None, cache: Path | None, name: str | None, resume: bool,
+                  init: Path | None, select_method: bool, target_sensitivity: float | None) -> None:
     """Train a tumor / no-tumor classifier on DATA's TRAIN split (prepared by prepare-data).
 
     Stops early on VALIDATION loss (keeping the best epoch), then writes OUT/model.keras,
@@ -74,7 +78,7 @@ def train_command(data: Path, out: Path, arch: str, weights: str, input_size: in
                          learning_rate=learning_rate, schedule=schedule, patience=patience,
                          width=width,
                          mask_weight=mask_weight, extra_domains=[str(p) for p in extra_domains], name=name,
-                         init=str(init) if init else None)
+                         init=str(init) if init else None, target_sensitivity=target_sensitivity)
     try:
         card = train(data, out, config, resume=resume, annotations=load_annotations(annotations),
                      cache_dir=cache, select_method=select_method)
@@ -88,6 +92,10 @@ def _print_card(card: dict, out: Path) -> None:
 
     console = Console()
     console.print(f"best epoch {card['best_epoch']}; CAM method {card['cam_method']}")
+    if point := card.get("operating_point"):
+        console.print(f"operating point: tumor when P >= {point['threshold']:.4g}, chosen on VALIDATION "
+                      f"for sensitivity >= {point['target_sensitivity']:.0%} (there: sensitivity "
+                      f"{point['sensitivity']:.1%}, specificity {point['specificity'] or 0:.1%})")
     for domain, report in card["test"].items():
         console.print(classification_table(f"TEST {domain}", report["classification"]))
         console.print(intervals_line(report["classification"]))

@@ -171,3 +171,36 @@ def test_model_loads_lazily_and_module_imports_without_tensorflow(models_dir) ->
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[3])
     assert result.stdout.split() == ["False", "False"]
+
+
+def with_threshold(models_dir: Path, tmp_path: Path, threshold: float | None, **build) -> Analyzer:
+    """Return an Analyzer of a built model whose spec carries ``threshold``."""
+    spec = load_spec(built(models_dir, "sequential", **build))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / spec.file).write_bytes(spec.model_path.read_bytes())
+    fields = {**spec.to_json(), "threshold": threshold}
+    return Analyzer(load_spec(write_spec(fields, tmp_path)), "gradcam")
+
+
+@pytest.mark.parametrize("output", ["probabilities", "sigmoid"])
+def test_the_spec_threshold_decides_the_predicted_class(models_dir, tmp_path, output) -> None:
+    batch = random_batch(with_threshold(models_dir, tmp_path / "none", None, output=output), 16)
+    runs = {t: with_threshold(models_dir, tmp_path / str(t), t, output=output).analyze(batch)
+            for t in (None, 1e-6, 0.999999)}
+    tumor = runs[None].class_names.index("tumor")
+    default = runs[None].predicted
+    assert (default == tumor).tolist() == (runs[None].tumor_probability >= 0.5).tolist()
+    assert (runs[1e-6].predicted == tumor).all() and (runs[0.999999].predicted != tumor).all()
+    np.testing.assert_array_equal(runs[1e-6].probabilities, runs[None].probabilities)
+    assert not np.array_equal(runs[1e-6].cams, runs[0.999999].cams)  # each map explains its class
+
+
+def test_with_several_positive_classes_the_likeliest_of_the_side_called_is_explained(models_dir, tmp_path):
+    analyzer = with_threshold(models_dir, tmp_path, 0.999999, classes=4)
+    result = analyzer.analyze(random_batch(analyzer, 8))
+    negative = analyzer.spec.class_names.index("no_tumor")
+    assert (result.tumor_probability < 0.999999).all() and (result.predicted == negative).all()
+    tumor_side = with_threshold(models_dir, tmp_path / "low", 1e-6, classes=4).analyze(random_batch(analyzer, 8))
+    positives = list(analyzer.spec.positive_indices)
+    expected = np.array(positives)[tumor_side.probabilities[:, positives].argmax(axis=1)]
+    np.testing.assert_array_equal(tumor_side.predicted, expected)

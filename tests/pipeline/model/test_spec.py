@@ -92,6 +92,10 @@ def test_target_layer_may_be_left_out(folder: Path) -> None:
         ({"model_output": -1}, '"model_output" must be null'),
         ({"model_output": True}, '"model_output" must be null'),
         ({"safe_mode": "no"}, '"safe_mode" must be true, or false to let Keras run Python code'),
+        ({"threshold": 1.5}, '"threshold" must be null (0.5), or the tumor probability between 0 and 1'),
+        ({"threshold": 0}, '"threshold" must be null'),
+        ({"threshold": "0.3"}, '"threshold" must be null'),
+        ({"threshold": True}, '"threshold" must be null'),
     ],
 )
 def test_invalid_field_is_named(folder: Path, changes: dict, message: str) -> None:
@@ -160,6 +164,9 @@ def test_optional_fields_default_and_leave_the_digest_of_a_spec_without_them(fol
     assert (chosen.model_output, chosen.safe_mode) == ("diagnosis", False)
     assert chosen.to_json()["model_output"] == "diagnosis" and chosen.digest() != plain.digest()
     assert load_spec(write_raw(folder, model_output=1)).model_output == 1
+    assert (plain.threshold, plain.decision_threshold) == (None, 0.5)
+    operating = load_spec(write_raw(folder, threshold=0.37))
+    assert operating.decision_threshold == 0.37 and operating.to_json()["threshold"] == 0.37
 
 
 def test_write_spec_fills_defaults_and_round_trips(folder: Path) -> None:

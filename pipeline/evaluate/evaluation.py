@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.evaluate import metrics
 from pipeline.data.annotations import Annotations
-from pipeline.data import datasets
+from pipeline.data import datasets, label_review
 from pipeline.data.datasets import Example
 from pipeline.model.spec import ModelSpec
 
@@ -151,7 +151,7 @@ def faithfulness(analyzer, examples: Sequence[Example], limit: int, steps: int =
 
 def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str] = ("gradcam",),
              annotations: Annotations | None = None, batch_size: int = DEFAULT_BATCH,
-             faithful: int = 0, transform=None) -> dict:
+             faithful: int = 0, transform=None, review: dict[str, str] | None = None) -> dict:
     """Evaluate a model on labelled scans.
 
     Args:
@@ -164,6 +164,8 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
         transform: ``(pixels, mask) -> (pixels, mask)`` applied to each scan and its tumor mask
             (or None) after reading and before preparation, e.g. a controlled shift
             (``pipeline.evaluate.shifts.Shift``); None measures the scans as they are.
+        review: {group: reason} of doubtful labels (``pipeline.data.label_review``): the
+            classification is then also given without those groups, never relabelled.
 
     Returns:
         A JSON-ready report: ``classification`` (with ``intervals``: 95 % bootstrap intervals that
@@ -200,6 +202,7 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
                                                                  tally.outlined_probability,
                                                                  threshold=threshold),
         },
+        **({"without_label_review": without_review(tally, review, threshold)} if review else {}),
         "neurons": tally.neurons.result(top=10).summary(),
         "localisation": {**{m: metrics.summarise(s) for m, s in tally.scores.items()},
                          "centre_baseline": metrics.summarise(tally.baseline)},
@@ -212,6 +215,20 @@ def evaluate(spec: ModelSpec, examples: Sequence[Example], methods: Sequence[str
     return report
 
 
+def without_review(tally: Tally, review: dict[str, str], threshold: float) -> dict:
+    """Return the classification without the groups under label review, and why each is there."""
+    keep = [group not in review for group in tally.groups]
+    labels = [label for label, k in zip(tally.labels, keep) if k]
+    probability = [p for p, k in zip(tally.tumor_probability, keep) if k]
+    groups = [g for g, k in zip(tally.groups, keep) if k]
+    excluded = {group: {"reason": reason, "scans": tally.groups.count(group)}
+                for group, reason in review.items() if group in tally.groups}
+    if not labels:
+        return {"excluded": excluded, "n": 0}
+    return {"excluded": excluded, **metrics.classification_metrics(labels, probability, threshold),
+            "intervals": metrics.bootstrap_intervals(labels, probability, groups, threshold=threshold)}
+
+
 def domain_reports(spec: ModelSpec, folders: Sequence[Path], methods: Sequence[str],
                    annotations: Annotations, split: str, only_annotated: bool = False) -> dict:
     """Evaluate every folder's ``split`` with ``methods``; keys are the folder names."""
@@ -221,7 +238,8 @@ def domain_reports(spec: ModelSpec, folders: Sequence[Path], methods: Sequence[s
         if only_annotated:
             examples = [e for e in examples if e.label and annotations.has(e.path)]
         if examples:
-            reports[folder.name] = evaluate(spec, examples, methods, annotations)
+            reports[folder.name] = evaluate(spec, examples, methods, annotations,
+                                            review=label_review.read_review(folder))
     return reports
 
 

@@ -26,6 +26,11 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
+def _review_lines(summary: dict) -> list[str]:
+    return [f"label review: {g['group']} ({g['split']}) reported both ways: {g['reason']}"
+            for g in summary.get("label_review", [])]
+
+
 def _report(summary: dict) -> list[str]:
     """Return the summary as lines for a person."""
     lines = [f"{summary['images']} images ({summary['classes']['yes']} yes, "
@@ -43,7 +48,7 @@ def _report(summary: dict) -> list[str]:
     lines += [f"left out: {e['path']} ({e['reason']}, {e['files']} file(s))" for e in summary["left_out"]]
     lines += [f"unreadable, left out: {u['path']}: {u['error']}" for u in summary["unreadable"]]
     lines.append(f"{summary['linked']} files linked, {summary['copied']} copied")
-    return lines
+    return lines + _review_lines(summary)
 
 
 @click.command("prepare-data")
@@ -55,9 +60,12 @@ def _report(summary: dict) -> list[str]:
 @click.option("--max-distance", type=click.IntRange(0, 256), default=DEFAULT_MAX_DISTANCE,
               show_default=True, help="Near-duplicate limit in bits of the 256-bit image hash.")
 @click.option("--force", is_flag=True, help="Replace an earlier preparation in DEST.")
+@click.option("--label-review", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A list of scans whose label is in doubt (e.g. docs/label_review/br35h.json): "
+                   "kept with the split, so evaluate reports metrics with and without them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def prepare_data(src: Path, dest: Path, split_text: str, seed: int, max_distance: int,
-                 force: bool, as_json: bool) -> None:
+                 force: bool, label_review: Path | None, as_json: bool) -> None:
     """Split SRC's YES and NO images into DEST's TRAIN, VALIDATION and TEST folders.
 
     Exact and near-duplicate images (other contrast, crop, size, mirror image) are grouped and
@@ -65,13 +73,18 @@ def prepare_data(src: Path, dest: Path, split_text: str, seed: int, max_distance
     links where possible), manifest.csv and summary.json. PRED and other folders are left out.
     """
     from pipeline.data import prepare
+    from pipeline.data.label_review import LabelReviewError, place_review
 
     try:
         proportions = prepare.parse_split(split_text)
         with _progress_bar(sys.stderr.isatty() and not as_json) as progress:
             summary = prepare.prepare_data(src, dest, proportions, seed=seed, force=force,
                                            max_distance=max_distance, progress=progress)
-    except prepare.PrepareError as exc:
+        if label_review:
+            review = place_review(label_review, dest)
+            summary["label_review"] = [{k: g[k] for k in ("group", "split", "reason")}
+                                       for g in review["groups"]]
+    except (prepare.PrepareError, LabelReviewError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(_report(summary)))
 

@@ -100,3 +100,21 @@ def test_split_cases_command(tmp_path):
     bad = CliRunner().invoke(main, ["split-cases", str(tmp_path / "src"), str(tmp_path / "x"),
                                     "--split", "60,40"])
     assert bad.exit_code != 0 and "60,20,20" in bad.output
+
+
+def test_a_label_review_list_is_kept_with_the_split_and_reported(src, tmp_path):
+    import hashlib
+
+    doubtful = sorted((src / "NO").iterdir())[0]
+    listed = tmp_path / "review.json"
+    listed.write_text(json.dumps({"format": 1, "groups": [{"reason": "a bright region", "scans": [
+        {"path": f"NO/{doubtful.name}", "sha256": hashlib.sha256(doubtful.read_bytes()).hexdigest()}]}]}))
+    result = run(str(src), str(tmp_path / "out"), "--label-review", str(listed))
+    assert result.exit_code == 0, result.output
+    placed = json.loads((tmp_path / "out" / "label_review.json").read_text())
+    [group] = placed["groups"]
+    assert group["reason"] == "a bright region" and group["group"].startswith("group ")
+    assert f"label review: {group['group']} ({group['split']}) reported both ways" in result.output
+    listed.write_text(json.dumps({"groups": [{"reason": "r", "scans": [{"path": "no/x.jpg", "sha256": "0" * 64}]}]}))
+    bad = run(str(src), str(tmp_path / "again"), "--label-review", str(listed))
+    assert bad.exit_code == 1 and "no/x.jpg is not in the split" in bad.output

@@ -11,7 +11,8 @@ OUT=${1:-.tumorlens/runs/default}
 BIN=.venv/bin
 WORK=.tumorlens/data
 
-test -d "$WORK/br35h-split" || $BIN/tumorlens prepare-data "$DATA/br35h" "$WORK/br35h-split" --seed 0
+test -d "$WORK/br35h-split" || $BIN/tumorlens prepare-data "$DATA/br35h" "$WORK/br35h-split" --seed 0 \
+    --label-review docs/label_review/br35h.json  # group 93: reported both ways, never relabelled
 test -d "$WORK/lgg-split" || $BIN/tumorlens split-cases "$DATA/lgg_flair" "$WORK/lgg-split" --split 60,20,20 --seed 0
 
 nice -n 10 $BIN/tumorlens train "$WORK/br35h-split" --out "$OUT" \

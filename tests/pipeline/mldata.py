@@ -20,6 +20,21 @@ def blob_image(rng: np.random.Generator, tumor: bool, size: int = 48) -> tuple[n
     return image.astype(np.uint8), mask
 
 
+# Case B's "no tumor" slices show the bright spot a bright-spot model calls tumor: a doubtful label.
+DOUBTFUL_CASE_LAYOUT = (("tumor", "A", (True, True)), ("no_tumor", "B", (True, True)),
+                        ("no_tumor", "C", (False, False)))
+
+
+def write_cases(root: Path, layout=DOUBTFUL_CASE_LAYOUT, seed: int = 4) -> Path:
+    """Write ``<class>/<case>/<case><i>.jpg`` blob slices, a bright spot where ``layout`` says."""
+    rng = np.random.default_rng(seed)
+    for folder, case, spots in layout:
+        (root / folder / case).mkdir(parents=True)
+        for i, spot in enumerate(spots):
+            Image.fromarray(blob_image(rng, spot)[0]).save(root / folder / case / f"{case}{i}.jpg")
+    return root
+
+
 def write_class_folder(folder: Path, label: str, count: int, rng: np.random.Generator) -> None:
     """Write ``count`` blob images (with ``_mask.png`` beside each tumor) into ``folder``."""
     folder.mkdir(parents=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -32,3 +33,12 @@ def load_annotations(source: Path | None):
     from pipeline.data.annotations import Annotations
 
     return Annotations(source)
+
+
+def emit(content: dict, data: Path, as_json: bool, printer) -> None:
+    """Print a report for a person with ``printer``, or as JSON; either way it names its data."""
+    content["data"] = str(data)
+    if as_json:
+        click.echo(json.dumps(content, indent=2))
+    else:
+        printer(content)

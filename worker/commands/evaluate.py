@@ -5,13 +5,13 @@ TensorFlow loads inside the command, so ``tumorlens --help`` stays fast.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from worker.commands.common import load_annotations, user_errors
+from worker.commands.common import emit, load_annotations, user_errors
 from worker.commands.reports import print_report
+from worker.commands.shifts import run_shifts
 
 METHOD_CHOICES = ("cam", "gradcam", "gradcampp", "scorecam", "layercam", "all")
 
@@ -28,29 +28,34 @@ METHOD_CHOICES = ("cam", "gradcam", "gradcampp", "scorecam", "layercam", "all")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--faithfulness", type=click.IntRange(0), default=0, show_default=True,
               help="Deletion/insertion curves on this many tumor scans per method.")
+@click.option("--shift", help="Controlled shifts of the scans, one table: 'all' or a comma list "
+              "(resolution, padding, crop, off-centre, gamma, contrast, bias-field, inversion, "
+              "noise, blur, jpeg).")
 def evaluate_command(model: Path, data: Path, annotations: Path | None, method: str,
-                     as_json: bool, limit: int | None, batch_size: int, faithfulness: int) -> None:
+                     as_json: bool, limit: int | None, batch_size: int, faithfulness: int,
+                     shift: str | None) -> None:
     """Measure MODEL on the labelled scans in DATA (its TEST split when it has one).
 
     DATA holds yes/no (or tumor/no_tumor, with case sub-folders) or TRAIN/VALIDATION/TEST.
     """
     from pipeline.explain.analysis import METHODS
     from pipeline.data.datasets import evaluation_examples
+    from pipeline.data.label_review import read_review
     from pipeline.evaluate.evaluation import evaluate, sample
     from pipeline.model.spec import load_spec
 
+    if shift:
+        if faithfulness:
+            raise click.UsageError("--faithfulness is not measured with --shift")
+        return run_shifts(model, data, annotations, shift, method, limit, batch_size, as_json)
     methods = METHODS if method == "all" else (method,)
     try:
         examples = sample(evaluation_examples(data), limit)
         report = evaluate(load_spec(model), examples, methods, load_annotations(annotations),
-                          batch_size, faithfulness)
+                          batch_size, faithfulness, review=read_review(data))
     except user_errors() as exc:
         raise click.ClickException(str(exc)) from None
-    report["data"] = str(data)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)
+    emit(report, data, as_json, print_report)
 
 
 COMMANDS = [evaluate_command]

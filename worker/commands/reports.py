@@ -98,12 +98,32 @@ def localisation_table(report: dict):
     return table
 
 
+def review_line(report: dict) -> str:
+    """Return the classification without the groups under label review as one line ("" if none)."""
+    without = report.get("without_label_review")
+    if not without:
+        return ""
+    excluded = without["excluded"]
+    scans = sum(group["scans"] for group in excluded.values())
+    why = "; ".join(f"{name}: {group['reason']}" for name, group in excluded.items())
+    if not without["n"]:
+        return f"without the {len(excluded)} group(s) under label review no scan is left ({why})"
+    accuracy = without["intervals"]["accuracy"]
+    span = "" if accuracy is None else " (" + "–".join(f"{100 * b:.1f}" for b in accuracy) + " %)"
+    return (f"without the {len(excluded)} group(s) under label review ({scans} scans, labels kept as "
+            f"they are): {without['n']} scans, accuracy {_percent(without['accuracy'])}{span}, "
+            f"sensitivity {_percent(without['sensitivity'])}, specificity "
+            f"{_percent(without['specificity'])}, ROC AUC {_number(without['roc_auc'])}. {why}")
+
+
 def print_report(report: dict) -> None:
     from rich.console import Console
 
     console = Console()
     console.print(classification_table(f"{report['model']}: classification", report["classification"]))
     console.print(intervals_line(report["classification"]))
+    if line := review_line(report):
+        console.print(line, markup=False)
     print_breakdown(console, report["classification"])
     if any(s.get("n") for s in report["localisation"].values()):
         console.print(localisation_table(report))

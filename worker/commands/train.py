@@ -12,7 +12,7 @@ import click
 from pipeline.train.architectures import ARCHITECTURES
 from worker.commands.common import load_annotations, user_errors
 from worker.commands.reports import (classification_table, intervals_line, localisation_table,
-                                     print_breakdown)
+                                     print_breakdown, review_line)
 
 DEFAULT_AUGMENT = "flip,rotation,zoom"
 
@@ -99,6 +99,8 @@ def _print_card(card: dict, out: Path) -> None:
     for domain, report in card["test"].items():
         console.print(classification_table(f"TEST {domain}", report["classification"]))
         console.print(intervals_line(report["classification"]))
+        if line := review_line(report):
+            console.print(line, markup=False)
         print_breakdown(console, report["classification"])
         if any(s.get("n") for s in report["localisation"].values()):
             console.print(localisation_table(report))

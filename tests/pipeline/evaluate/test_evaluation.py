@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pipeline.data import datasets
 from pipeline.data.annotations import Annotations
 from pipeline.evaluate.evaluation import choose_method, domain_reports, evaluate, sample
 from pipeline.model.spec import load_spec
-from tests.pipeline.mldata import blob_image, bright_spot_model, make_prepared
+from tests.pipeline.mldata import bright_spot_model, make_prepared, write_cases
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +122,7 @@ def test_nothing_readable_is_refused_in_words(spec, tmp_path):
 def test_doubtful_labels_are_reported_both_ways_and_never_relabelled(tmp_path):
     from pipeline.data.datasets import evaluation_examples
 
-    rng = np.random.default_rng(4)
-    # case B's "no tumor" slices show the bright spot the model calls tumor: its label is in doubt
-    for folder, case, spots in (("tumor", "A", (True, True)), ("no_tumor", "B", (True, True)),
-                                ("no_tumor", "C", (False, False))):
-        (tmp_path / folder / case).mkdir(parents=True)
-        for i, spot in enumerate(spots):
-            Image.fromarray(blob_image(rng, spot)[0]).save(tmp_path / folder / case / f"{case}{i}.jpg")
+    write_cases(tmp_path)  # case B: bright spots in no-tumor slices, a doubtful label
     spec = load_spec(bright_spot_model(tmp_path / "model", size=48))
     examples = evaluation_examples(tmp_path)
     report = evaluate(spec, examples, review={"B": "bright spots in no-tumor slices", "Z": "not here"})

@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.explain.analysis import METHODS, Analyzer
 from pipeline.io.scans import read_scan
 from pipeline.model.spec import load_spec
-from tests.pipeline.mldata import blob_image, bright_spot_model
+from tests.pipeline.mldata import blob_image, bright_spot_model, write_cases
 from worker.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -123,3 +123,15 @@ def test_the_default_model_recognises_the_samples():
     expected = [1 if p.parent.name == "yes" else 0 for p in paths]
     assert (result.tumor_probability >= 0.5).astype(int).tolist() == expected
     assert result.cams.shape[1:] == (spec.input_size[1] // 8, spec.input_size[0] // 8)  # lens's map
+
+
+def test_evaluate_reports_a_split_both_with_and_without_its_label_review(model, tmp_path):
+    write_cases(tmp_path)
+    (tmp_path / "label_review.json").write_text(json.dumps({"format": 1, "groups": [
+        {"group": "B", "reason": "bright spots in no-tumor slices", "scans": [{"path": "x", "sha256": "y"}]}]}))
+    report = json.loads(run("evaluate", model, tmp_path, "--json").output)
+    assert report["classification"]["specificity"] == 0.5  # every label counted as it is
+    assert report["without_label_review"]["specificity"] == 1.0
+    printed = " ".join(run("evaluate", model, tmp_path).output.split())
+    assert "without the 1 group(s) under label review (2 scans, labels kept as they are): 4 scans," in printed
+    assert "specificity 100.0%" in printed and "B: bright spots in no-tumor slices" in printed

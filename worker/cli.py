@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "worker.commands.data",  # prepare-data, split-cases
     "worker.commands.train",  # train
     "worker.commands.evaluate",  # evaluate
-    "worker.commands.model",  # check-model, init-model
+    "worker.commands.model",  # check-model, init-model, fit-distribution
     "worker.commands.services",  # worker, web
     "worker.commands.up",  # up
 )

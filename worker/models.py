@@ -169,6 +169,9 @@ class Result(Base):
     thumbnail: Mapped[str] = mapped_column(Text)
     heatmap: Mapped[str] = mapped_column(Text)
     image_info: Mapped[dict | None] = mapped_column(JSON)  # non-identifying metadata only
+    # Distance from the model's training distribution over its limit: above 1, outside the
+    # model's experience; None when the model ships no in-distribution statistics.
+    ood_score: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     scan: Mapped[Scan] = relationship(back_populates="results")

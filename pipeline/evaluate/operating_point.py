@@ -54,15 +54,34 @@ def choose_threshold(labels: Sequence[int], tumor_probability: Sequence[float],
             "tumor_scans": int(len(positives)), "scans": int(len(labels))}
 
 
-def validation_probabilities(spec: ModelSpec, folders: Sequence[Path],
-                             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def validation_probabilities(spec: ModelSpec, folders: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Return (labels, P(tumor)) of every folder's VALIDATION scans under the model of ``spec``."""
+    labels, probability, _ = analyse_split(spec, folders, "VALIDATION")
+    return labels, probability
+
+
+def analyse_split(spec: ModelSpec, folders: Sequence[Path], split: str,
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (labels, P(tumor), pooled neuron vectors) of every folder's ``split`` scans.
+
+    Args:
+        spec: the model.
+        folders: prepared folders (TRAIN/VALIDATION/TEST).
+        split: which split of each.
+        batch_size: scans per analysis pass.
+
+    Returns:
+        int32 (N,), float32 (N,) and float32 (N, C).
+    """
     from pipeline.explain.analysis import Analyzer
 
-    examples = [e for folder in folders for e in datasets.find_split(folder, "VALIDATION")]
+    examples = [e for folder in folders for e in datasets.find_split(folder, split)]
     images, labels = datasets.load_arrays(examples, spec.input_size, spec.color_mode)
     analyzer = Analyzer(spec, "gradcam")
     prepare = PREPROCESS[spec.preprocessing]  # the images are at the input size already
-    scores = [analyzer.analyze(prepare(images[i:i + batch_size].astype(np.float32))).tumor_probability
-              for i in range(0, len(images), batch_size)]
-    return labels, np.concatenate(scores) if scores else np.zeros(0, np.float32)
+    results = [analyzer.analyze(prepare(images[i:i + batch_size].astype(np.float32)))
+               for i in range(0, len(images), batch_size)]
+    if not results:
+        raise datasets.DataError(f"no {split} scans in {', '.join(map(str, folders))}")
+    return (labels, np.concatenate([r.tumor_probability for r in results]),
+            np.concatenate([r.neurons for r in results]))

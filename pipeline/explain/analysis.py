@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.explain.distribution import Distribution, load_distribution
 from pipeline.model.preprocess import prepare_pixels
 from pipeline.model.spec import ModelSpec
 
@@ -35,6 +36,9 @@ class BatchAnalysis:
     class_names: tuple[str, ...]
     predicted: np.ndarray  # (N,) int: the class each map explains
     tumor_probability: np.ndarray  # (N,) float32: sum over the positive classes
+    # (N,) float32 distance from the training distribution over its limit (above 1: outside the
+    # model's experience), or None when the model ships no in-distribution statistics
+    ood_score: np.ndarray | None = None
 
 
 class Analyzer:
@@ -47,6 +51,7 @@ class Analyzer:
         self._lock = threading.Lock()
         self._run: Callable[[Any], Any] | None = None
         self.graph: CamGraph | None = None
+        self.distribution: Distribution | None = None  # loaded with the model
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -100,8 +105,9 @@ class Analyzer:
             return self._empty()
         probabilities, cams, neurons, chosen = (t.numpy() for t in self._compiled()(batch))
         tumor = probabilities[:, list(self.spec.positive_indices)].sum(axis=1)
+        ood = None if self.distribution is None else self.distribution.scores(neurons)
         return BatchAnalysis(probabilities, cams, neurons, self.spec.class_names,
-                             chosen.astype(np.int64), tumor.astype(np.float32))
+                             chosen.astype(np.int64), tumor.astype(np.float32), ood)
 
     def _checked(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
@@ -116,7 +122,8 @@ class Analyzer:
         _, height, width, channels = self.graph.model.outputs[1].shape
         return BatchAnalysis(np.zeros((0, k), np.float32), np.zeros((0, height, width), np.float32),
                              np.zeros((0, channels), np.float32), self.spec.class_names,
-                             np.zeros(0, np.int64), np.zeros(0, np.float32))
+                             np.zeros(0, np.int64), np.zeros(0, np.float32),
+                             None if self.distribution is None else np.zeros(0, np.float32))
 
     def _compiled(self) -> Callable[[Any], Any]:
         with self._lock:
@@ -131,6 +138,8 @@ class Analyzer:
         from pipeline.model.loading import load_model
 
         self.graph = build_cam_graph(load_model(self.spec), self.spec)
+        if self.spec.distribution_path is not None:
+            self.distribution = load_distribution(self.spec.distribution_path)
         method = make_method(self.method, self.graph)
         signature = [tf.TensorSpec((None, *self.input_shape), tf.float32)]
         return tf.function(lambda images: fused_pass(self.graph, method, self.spec, images),

@@ -44,6 +44,7 @@ class ModelSpec:
     model_output: str | int | None = None  # which output holds the class scores, when several
     safe_mode: bool = True  # False lets Keras load Python code (Lambda layers) from a trusted file
     threshold: float | None = None  # the operating point: tumor when P(tumor) >= it (default 0.5)
+    in_distribution: str | None = None  # the file of the training distribution, beside model.json
 
     @property
     def channels(self) -> int:
@@ -59,6 +60,11 @@ class ModelSpec:
     def decision_threshold(self) -> float:
         """Return the tumor probability from which a scan is called tumor."""
         return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+
+    @property
+    def distribution_path(self) -> Path | None:
+        """Return the in-distribution statistics' file, or None when the model ships none."""
+        return None if self.in_distribution is None else self.folder / self.in_distribution
 
     @property
     def is_saved_model(self) -> bool:
@@ -86,7 +92,8 @@ class ModelSpec:
     def digest(self) -> str:
         """Return the sha256 of the canonical spec JSON and the model's bytes: its identity."""
         digest = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode())
-        for name, path in _model_files(self.model_path):
+        extra = [] if self.distribution_path is None else [(self.in_distribution, self.distribution_path)]
+        for name, path in [*_model_files(self.model_path), *extra]:
             digest.update(name.encode() + b"\0")
             with path.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -161,6 +168,7 @@ def spec_from_dict(fields: Any, folder: Path, source: str = SPEC_NAME) -> ModelS
         output=fields["output"], target_layer=fields["target_layer"], folder=folder.resolve(),
         model_path=model_path, model_output=fields["model_output"], safe_mode=fields["safe_mode"],
         threshold=None if fields["threshold"] is None else float(fields["threshold"]),
+        in_distribution=_resolve_distribution(folder, fields["in_distribution"], source),
     )
 
 
@@ -203,6 +211,9 @@ _OPTIONAL_RULES: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "threshold": (None, lambda value: value is None or (type(value) in (int, float) and 0 < value < 1),
                   "null (0.5), or the tumor probability between 0 and 1 from which a scan is called "
                   "tumor (the operating point train chooses on VALIDATION)"),
+    "in_distribution": (None, lambda value: value is None or _is_text(value),
+                        "null, or the file beside model.json holding the model's training "
+                        "distribution (written by tumorlens fit-distribution)"),
     "safe_mode": (True, lambda value: type(value) is bool,
                   "true, or false to let Keras run Python code (a Lambda layer) stored in a model "
                   "file you trust"),
@@ -245,6 +256,12 @@ def _resolve_model(folder: Path, file: str, source: str) -> Path:
     if not path.is_file():
         raise SpecError(f'{source}: "file" {file} does not exist in {folder}')
     return path
+
+
+def _resolve_distribution(folder: Path, file: str | None, source: str) -> str | None:
+    if file is not None and not (folder / file).is_file():
+        raise SpecError(f'{source}: "in_distribution" {file} does not exist in {folder}')
+    return file
 
 
 def _model_files(model_path: Path) -> list[tuple[str, Path]]:

@@ -43,6 +43,13 @@ def write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n")
 
 
+def record_in_card(folder: Path, key: str, record: dict) -> None:
+    """Add ``record`` under ``key`` to the model card in ``folder``, when there is one."""
+    path = Path(folder) / "model_card.json"
+    if path.is_file():
+        write_json(path, {**json.loads(path.read_text()), key: record})
+
+
 def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history: list[dict],
              counts: dict, annotations=None, select_method: bool = True) -> dict:
     """Write ``model.json`` and ``model_card.json`` beside a trained ``out/model.keras``.
@@ -68,6 +75,7 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
     from pipeline.data.annotations import Annotations
     from pipeline.evaluate.evaluation import choose_method, domain_reports
     from pipeline.model.spec import load_spec, write_spec
+    from pipeline.train.familiarity import fit_model_distribution
 
     out, annotations = Path(out), annotations or Annotations()
     name = config.name or f"{Path(data_dir).name}-{config.arch}"
@@ -81,6 +89,7 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
     point = operating_point(spec, folders, config.target_sensitivity)
     if point is not None:  # TEST is then measured at the chosen operating point
         spec = load_spec(write_spec({**spec_dict(config, name), "threshold": point["threshold"]}, out))
+    spec, familiarity = fit_model_distribution(spec, folders)  # every scan then gets an ood_score
     card = {
         "name": name,
         "data": {"folder": str(data_dir), "manifest_sha256": datasets.manifest_digest(data_dir),
@@ -94,6 +103,7 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
         "cam_method": method,
         "validation_localisation": validation,
         **({"operating_point": point} if point is not None else {}),
+        "in_distribution": familiarity,
         "test": domain_reports(spec, folders, [method], annotations, "TEST"),
     }
     write_json(out / "model_card.json", card)

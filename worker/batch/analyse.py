@@ -61,6 +61,7 @@ def _analyse_frames(frames: list[tuple[Item, int]], analyzer) -> None:
             "probabilities": dict(zip(result.class_names, map(_rounded, result.probabilities[row]))),
             "predicted_class": result.class_names[int(result.predicted[row])],
             "tumor_probability": _rounded(result.tumor_probability[row]),
+            "ood_score": None if result.ood_score is None else _rounded(result.ood_score[row]),
         })
 
 

@@ -45,7 +45,7 @@ def _row(item: Item, work: Work, image: Image, analysis: dict, outputs) -> dict:
              for kind in OUTPUT_SUFFIXES}
     return {"scan_id": item.scan_id, "job_id": work.job_id, "frame": image.frame or 0,
             "width": width, "height": height, "predicted_class": analysis["predicted_class"],
-            "tumor_probability": analysis["tumor_probability"],
+            "tumor_probability": analysis["tumor_probability"], "ood_score": analysis["ood_score"],
             "probabilities": analysis["probabilities"], "method": work.method,
             "peak_x": int(outputs.peak[0]), "peak_y": int(outputs.peak[1]), **paths,
             "image_info": image.info, "created_at": utcnow()}

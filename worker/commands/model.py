@@ -210,4 +210,29 @@ def _draft_checks(fields: dict) -> list[str]:
     return checks
 
 
-COMMANDS = [check_model_command, init_model_command]
+@click.command("fit-distribution")
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+def fit_distribution_command(model: Path, data: tuple[Path, ...]) -> None:
+    """Fit MODEL's training distribution on DATA's TRAIN scans (its limit on VALIDATION).
+
+    DATA are the prepared folders the model was trained on. The statistics are written beside
+    the model as in_distribution.npz and named in model.json: from then on every scan gets an
+    ood_score, and one above 1 is recorded as outside the model's experience.
+    """
+    from pipeline.model.spec import load_spec
+    from pipeline.train.card import record_in_card
+    from pipeline.train.familiarity import fit_model_distribution
+
+    try:
+        spec, record = fit_model_distribution(load_spec(model), data)
+    except (*user_errors(), ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    record_in_card(spec.folder, "in_distribution", record)
+    click.echo(f"{spec.name}: fitted on {record['train_scans']} TRAIN scans; the limit keeps "
+               f"{record['validation_inside']:.1%} of {record['validation_scans']} VALIDATION scans "
+               f"inside; wrote {spec.distribution_path} and {spec.folder / 'model.json'}")
+
+
+COMMANDS = [check_model_command, init_model_command, fit_distribution_command]

@@ -96,6 +96,8 @@ def test_target_layer_may_be_left_out(folder: Path) -> None:
         ({"threshold": 0}, '"threshold" must be null'),
         ({"threshold": "0.3"}, '"threshold" must be null'),
         ({"threshold": True}, '"threshold" must be null'),
+        ({"in_distribution": "stats.npz"}, '"in_distribution" stats.npz does not exist'),
+        ({"in_distribution": 3}, '"in_distribution" must be null, or the file beside model.json'),
     ],
 )
 def test_invalid_field_is_named(folder: Path, changes: dict, message: str) -> None:
@@ -165,6 +167,12 @@ def test_optional_fields_default_and_leave_the_digest_of_a_spec_without_them(fol
     assert chosen.to_json()["model_output"] == "diagnosis" and chosen.digest() != plain.digest()
     assert load_spec(write_raw(folder, model_output=1)).model_output == 1
     assert (plain.threshold, plain.decision_threshold) == (None, 0.5)
+    (folder / "stats.npz").write_bytes(b"v1")
+    familiar = load_spec(write_raw(folder, in_distribution="stats.npz"))
+    assert familiar.distribution_path == folder.resolve() / "stats.npz"
+    before = familiar.digest()
+    (folder / "stats.npz").write_bytes(b"v2")  # other statistics: another model identity
+    assert load_spec(folder).digest() != before
     operating = load_spec(write_raw(folder, threshold=0.37))
     assert operating.decision_threshold == 0.37 and operating.to_json()["threshold"] == 0.37
 

@@ -25,6 +25,7 @@ class ScanFilter:
     predicted: str | None = None
     status: str | None = None
     text: str | None = None
+    ood: bool | None = None  # True: only scans outside the model's experience; False: measured, within
     sort: str = "probability"
     order: str = "desc"
 
@@ -37,7 +38,8 @@ class ScanFilter:
         """Read a filter from query arguments, raising FilterError on a value that makes no sense."""
         flt = cls(min_p=_probability(args, "min_p"), max_p=_probability(args, "max_p"),
                   predicted=_text(args, "predicted"), status=_choice(args, "status", STATUSES, None),
-                  text=_text(args, "q"), sort=_choice(args, "sort", SORTS, "probability"),
+                  text=_text(args, "q"), ood=_ood(args),
+                  sort=_choice(args, "sort", SORTS, "probability"),
                   order=_choice(args, "order", ORDERS, "desc"))
         if flt.min_p is not None and flt.max_p is not None and flt.min_p > flt.max_p:
             raise FilterError("The lowest tumor probability is above the highest.")
@@ -47,8 +49,14 @@ class ScanFilter:
         """Return the query arguments that reproduce this filter (defaults left out)."""
         default = ScanFilter()
         names = {"text": "q"}
-        return {names.get(f.name, f.name): str(getattr(self, f.name)) for f in fields(self)
+        return {names.get(f.name, f.name): _arg(getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) != getattr(default, f.name)}
+
+
+def _arg(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 def _probability(args: Mapping[str, str], name: str) -> float | None:
@@ -78,3 +86,13 @@ def _choice(args: Mapping[str, str], name: str, allowed: tuple[str, ...], defaul
     if raw not in allowed:
         raise FilterError(f"{name} must be one of {', '.join(allowed)}.")
     return raw
+
+
+def _ood(args: Mapping[str, str]) -> bool | None:
+    raw = (args.get("ood") or "").strip()
+    if not raw:
+        return None
+    if raw not in ("0", "1"):
+        raise FilterError("ood must be 1 (only scans outside the model's experience) or 0 (only "
+                          "scans measured and within it).")
+    return raw == "1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from web.filters import ORDERS, SORTS, STATUSES
+from worker.export import OOD_LIMIT
 
 
 def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
@@ -32,9 +33,19 @@ FILTERS = [
     _param("predicted", "query", STRING, "Predicted class name."),
     _param("status", "query", {**STRING, "enum": list(STATUSES)}, "Scan status."),
     _param("q", "query", {**STRING, "maxLength": 200}, "Text the scan path contains."),
+    _param("ood", "query", {**INT, "enum": [0, 1]},
+           f"1: only scans outside the model's experience (`ood_score` above {OOD_LIMIT:g}); 0: only "
+           "scans measured and within it. Scans not measured match neither."),
     _param("sort", "query", {**STRING, "enum": list(SORTS), "default": "probability"}, "Sort column."),
     _param("order", "query", {**STRING, "enum": list(ORDERS), "default": "desc"}, "Sort order."),
 ]
+OOD = {"ood_score": {**NUMBER, "nullable": True,
+                     "description": "Distance from the model's training data over its limit; "
+                                    "null when the model does not measure it."},
+       "out_of_distribution": {"type": "boolean", "nullable": True,
+                               "description": f"True when `ood_score` is above {OOD_LIMIT:g}: the "
+                                              "scan lies outside the model's experience and its "
+                                              "label is unreliable; null when not measured."}}
 ERROR = _json(_ref("Error"), "An error, explained in `error`.")
 UNAUTHORIZED = _json(_ref("Error"), "Not signed in.")
 CSRF_NOTE = ("Browser sessions send the page's CSRF token (meta `csrf-token`) in the "
@@ -104,7 +115,8 @@ SCHEMAS: dict[str, Any] = {
         "progress": _ref("Progress"), "links": {"type": "object"}}},
     "Row": {"type": "object", "properties": {
         "scan_id": INT, "frame": INT, "path": STRING, "status": STRING, "error": STRING,
-        "predicted_class": STRING, "tumor_probability": NUMBER, "links": {"type": "object"}}},
+        "predicted_class": STRING, "tumor_probability": NUMBER, **OOD,
+        "links": {"type": "object"}}},
     "Scan": {"type": "object", "properties": {
         "id": INT, "job_id": INT, "path": STRING, "status": STRING, "error": STRING,
         "results": {"type": "array", "items": {"type": "object"}}}},

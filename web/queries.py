@@ -11,16 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, literal, select, tuple_
+from sqlalchemy import Select, case, func, literal, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from web.filters import ScanFilter
+from worker.export import OOD_LIMIT
 from worker.models import Job, Result, Scan, ScanStatus
 
 ROW_COLUMNS = (Scan.id.label("scan_id"), Scan.path, Scan.frames, Scan.status, Scan.error,
                Scan.duplicate_of_id,
                Result.id.label("result_id"), Result.predicted_class, Result.tumor_probability,
-               Result.thumbnail)
+               Result.thumbnail, Result.ood_score)
+
+
+@dataclass(frozen=True)
+class OodCounts:
+    """How many of a job's scans were measured against the model's experience, and lay outside it."""
+
+    measured: int
+    outside: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ def _filtered(stmt: Select, job_id: int, flt: ScanFilter) -> Select:
         stmt = stmt.where(Result.predicted_class == flt.predicted)
     if flt.status:
         stmt = stmt.where(Scan.status == ScanStatus(flt.status))
+    if flt.ood is not None:  # NULL (not measured) matches neither
+        stmt = stmt.where(Result.ood_score > OOD_LIMIT if flt.ood else Result.ood_score <= OOD_LIMIT)
     if flt.text:
         stmt = stmt.where(Scan.path.ilike(f"%{_escape_like(flt.text)}%", escape="\\"))
     return stmt
@@ -129,6 +140,15 @@ def flagged_counts(session: Session, jobs: list[Job]) -> dict[int, int]:
     return counts
 
 
+def ood_counts(session: Session, job_id: int) -> OodCounts:
+    """Count the job's scans with a measured frame, and those with a frame outside the model's
+    experience (a scan of several frames counts once)."""
+    measured = func.count(func.distinct(case((Result.ood_score.is_not(None), Result.scan_id))))
+    outside = func.count(func.distinct(case((Result.ood_score > OOD_LIMIT, Result.scan_id))))
+    row = session.execute(select(measured, outside).where(Result.job_id == job_id)).one()
+    return OodCounts(row[0] or 0, row[1] or 0)
+
+
 def job_page(session: Session, page: int, per_page: int) -> Page:
     """Return one page of jobs, newest first, with their models loaded."""
     total = session.scalar(select(func.count(Job.id))) or 0
@@ -141,7 +161,6 @@ def job_page(session: Session, page: int, per_page: int) -> Page:
 def result_for(session: Session, scan_id: int, frame: int) -> Result | None:
     """Return the result of one frame of a scan."""
     return session.scalar(select(Result).where(Result.scan_id == scan_id, Result.frame == frame))
-
 
 
 def failures(session: Session, job_id: int, limit: int) -> tuple[list[Any], int]:

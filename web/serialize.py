@@ -11,6 +11,7 @@ from web.charts import correlations_from_bytes, top_neurons
 from web.folders import Listing
 from web.progress import Progress, aware, is_finished
 from web.queries import Page
+from worker.export import is_out_of_distribution
 from worker.models import Job, NeuronStats, Result, Scan
 
 
@@ -31,6 +32,11 @@ def job_json(job: Job, state: Progress) -> dict[str, Any]:
     }
 
 
+def ood_json(ood_score: float | None) -> dict[str, Any]:
+    """Return the distance from the model's training data over its limit, and whether it is outside."""
+    return {"ood_score": ood_score, "out_of_distribution": is_out_of_distribution(ood_score)}
+
+
 def row_json(row: Any) -> dict[str, Any]:
     """Return one report row (a scan, or one frame of it)."""
     links = {"page": url_for("scans.show", scan_id=row.scan_id, frame=row.frame),
@@ -40,7 +46,7 @@ def row_json(row: Any) -> dict[str, Any]:
     return {"scan_id": row.scan_id, "frame": row.frame, "path": row.path,
             "status": row.status.value, "error": row.error, "duplicate_of": row.duplicate_of_id,
             "predicted_class": row.predicted_class, "tumor_probability": row.tumor_probability,
-            "links": links}
+            **ood_json(row.ood_score), "links": links}
 
 
 def page_json(page: Page, key: str, items: list[dict]) -> dict[str, Any]:
@@ -55,6 +61,7 @@ def result_json(scan: Scan, result: Result) -> dict[str, Any]:
         "predicted_class": result.predicted_class, "tumor_probability": result.tumor_probability,
         "probabilities": result.probabilities, "method": result.method,
         "peak": [result.peak_x, result.peak_y], "image_info": result.image_info or {},
+        **ood_json(result.ood_score),
         "links": {kind: url_for("scans.artifact", result_id=result.id, kind=kind)
                   for kind in ("overlay", "thumbnail")}
         | {"heatmap": url_for("scans.heatmap", result_id=result.id),

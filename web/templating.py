@@ -9,6 +9,7 @@ from flask import Flask
 
 from web.folders import COUNT_CAP
 from web.progress import aware, is_finished
+from worker.export import OOD_LIMIT, is_out_of_distribution
 
 
 def percent(fraction: float | None) -> str:
@@ -56,6 +57,16 @@ def probability(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def times_limit(ood_score: float | None) -> str:
+    """Format a distance over the model's limit ('1.7'), never rounding an outside one down to it."""
+    if ood_score is None:
+        return "–"
+    text = f"{ood_score:.3g}"
+    if ood_score > OOD_LIMIT >= float(text):
+        text = f"{ood_score:.6g}"
+    return text
+
+
 def card_metrics(card: dict | None) -> list[tuple[str, str]]:
     """Return the numeric entries of a model card (one level of nesting flattened)."""
     found: list[tuple[str, str]] = []
@@ -70,6 +81,7 @@ def card_metrics(card: dict | None) -> list[tuple[str, str]]:
 
 def init_app(app: Flask) -> None:
     """Register the filters and globals."""
-    for f in (percent, duration, rate, eta, when, count_label, filesize, probability):
+    for f in (percent, duration, rate, eta, when, count_label, filesize, probability, times_limit):
         app.jinja_env.filters[f.__name__] = f
-    app.jinja_env.globals.update(is_finished=is_finished, card_metrics=card_metrics)
+    app.jinja_env.globals.update(is_finished=is_finished, card_metrics=card_metrics,
+                                 out_of_distribution=is_out_of_distribution)

@@ -4,6 +4,11 @@ One object per analysed image (a multi-frame scan gives one per frame; ``frame``
 single image), one per failed scan. A duplicate carries the results of the scan it duplicates.
 Paths of scans are relative to the job's root; overlay and heatmap paths are absolute, under the
 output folder. Nothing identifying a patient is stored, so nothing of the kind can be exported.
+
+``ood_score`` is the scan's distance from the model's training distribution over the model's limit
+(``OOD_LIMIT``): above it the scan is outside the model's experience and ``out_of_distribution`` is
+true. Both are null when the model ships no in-distribution statistics (not measured). The flag is
+decided on the stored score, before it is rounded for the record.
 """
 
 from __future__ import annotations
@@ -22,9 +27,17 @@ from worker.models import Job, NeuronStats, Result, Scan
 from worker.store import NotFound, get_job
 
 FIELDS = ("path", "frame", "sha256", "status", "error", "width", "height", "predicted_class",
-          "tumor_probability", "probabilities", "method", "peak", "overlay", "heatmap", "threshold")
+          "tumor_probability", "probabilities", "method", "peak", "overlay", "heatmap", "threshold",
+          "ood_score", "out_of_distribution")
 FORMATS = ("json", "csv")
 STREAM_ROWS = 500
+OOD_LIMIT = 1.0  # an ood_score above this: the scan lies outside the model's experience
+OOD_DIGITS = 3
+
+
+def is_out_of_distribution(ood_score: float | None) -> bool | None:
+    """Tell whether a scan lies outside the model's experience; None when it was not measured."""
+    return None if ood_score is None else ood_score > OOD_LIMIT
 
 
 def export_rows(session: Session, job_id: int, output_dir: str | Path) -> Iterator[dict]:
@@ -51,7 +64,9 @@ def _result_fields(result: Result, output_dir: Path) -> dict:
             "predicted_class": result.predicted_class,
             "tumor_probability": result.tumor_probability, "probabilities": result.probabilities,
             "method": result.method, "peak": [result.peak_x, result.peak_y],
-            "overlay": str(output_dir / result.overlay), "heatmap": str(output_dir / result.heatmap)}
+            "overlay": str(output_dir / result.overlay), "heatmap": str(output_dir / result.heatmap),
+            "ood_score": None if result.ood_score is None else round(result.ood_score, OOD_DIGITS),
+            "out_of_distribution": is_out_of_distribution(result.ood_score)}
 
 
 def write_json(rows: Iterator[dict], out: TextIO) -> int:
@@ -90,13 +105,20 @@ def spreadsheet_safe(value):
     return value
 
 
+def csv_cell(value):
+    """Return a value as a CSV cell: true/false as JSON writes them, text made spreadsheet-safe."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return spreadsheet_safe(value)
+
+
 def flatten(row: dict, class_names: list[str]) -> dict:
     """Return a record with probabilities and peak spread over their own columns, for CSV.
 
     Text that a spreadsheet would run as a formula gets a leading apostrophe (``spreadsheet_safe``);
     the JSON export keeps every value as it is.
     """
-    flat = {k: spreadsheet_safe(v) for k, v in row.items() if k not in ("probabilities", "peak")}
+    flat = {k: csv_cell(v) for k, v in row.items() if k not in ("probabilities", "peak")}
     probabilities = row["probabilities"] or {}
     flat.update({f"prob_{name}": probabilities.get(name) for name in class_names})
     flat["peak_x"], flat["peak_y"] = row["peak"] or (None, None)

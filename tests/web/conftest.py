@@ -116,3 +116,9 @@ def sign_in(client, username: str, password: str, next_url: str | None = None):
     url = "/login" + (f"?next={next_url}" if next_url else "")
     return client.post(url, data={"username": username, "password": password,
                                   "csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+@pytest.fixture
+def store_session(store_app):
+    """A session on the store of a module's own ``store_app`` (defined where it is used)."""
+    yield from app_session(store_app)

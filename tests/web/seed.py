@@ -50,9 +50,21 @@ def add_job(session: Session, root: Path, spec_path: Path, status: JobStatus = J
     return job
 
 
+def seeded_job(session: Session, folders: dict[str, Path], rows: list["Row"]) -> Job:
+    """Record a done job over the test folders with ``rows``, commit, and return it."""
+    job = add_job(session, folders["scans"], folders["model"] / "model.json")
+    add_rows(session, job, rows)
+    session.commit()
+    return job
+
+
 @dataclass
 class Row:
-    """One scan to seed; ``probability`` None means no result (failed, pending or duplicate)."""
+    """One scan to seed; ``probability`` None means no result (failed, pending or duplicate).
+
+    ``ood_score``: the result's distance from the model's training data over its limit (None: not
+    measured).
+    """
 
     path: str
     probability: float | None = None
@@ -60,6 +72,7 @@ class Row:
     error: str | None = None
     artifacts: str = "a"  # stem of the overlay/thumbnail/heatmap files under the output folder
     peak: tuple[int, int] | None = None
+    ood_score: float | None = None
 
 
 def add_rows(session: Session, job: Job, rows: list[Row], width: int = 64, height: int = 64) -> list[int]:
@@ -84,7 +97,8 @@ def _result(job: Job, scan_id: int, row: Row, width: int, height: int) -> dict:
             "peak_y": (row.peak or (width // 3, height // 4))[1],
             "overlay": f"{row.artifacts}.overlay.png", "thumbnail": f"{row.artifacts}.thumb.jpg",
             "heatmap": f"{row.artifacts}.heatmap.npz",
-            "image_info": {"format": "PNG", "rows": str(height), "columns": str(width)}}
+            "image_info": {"format": "PNG", "rows": str(height), "columns": str(width)},
+            "ood_score": row.ood_score}
 
 
 def add_neuron_stats(session: Session, job: Job, correlations: list[float]) -> None:
@@ -99,8 +113,12 @@ def add_neuron_stats(session: Session, job: Job, correlations: list[float]) -> N
 
 
 def add_analysed(session: Session, job: Job, outputs: Path, rows: list[tuple[str, float]],
-                 size: tuple[int, int] = (96, 96), seed: int = 0) -> list[int]:
-    """Write synthetic scans under the job root with real overlay artifacts, and record them."""
+                 size: tuple[int, int] = (96, 96), seed: int = 0,
+                 ood_scores: dict[str, float] | None = None) -> list[int]:
+    """Write synthetic scans under the job root with real overlay artifacts, and record them.
+
+    ``ood_scores`` gives some paths a distance from the training data (the others: not measured).
+    """
     import numpy as np
     from PIL import Image
 
@@ -116,7 +134,8 @@ def add_analysed(session: Session, job: Job, outputs: Path, rows: list[tuple[str
         Image.fromarray(gray).save(target, format="PNG")
         stem = f"job{job.id}/{len(recorded):04d}"
         written = write_outputs(outputs / stem, gray, _attention(gray))
-        recorded.append(Row(path, probability, artifacts=stem, peak=written.peak))
+        recorded.append(Row(path, probability, artifacts=stem, peak=written.peak,
+                            ood_score=(ood_scores or {}).get(path)))
     return add_rows(session, job, recorded, *size)
 
 

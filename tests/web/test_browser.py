@@ -41,12 +41,14 @@ def page(browser, site):
 
 @pytest.fixture
 def report_job(session, folders):
-    """A finished job of twelve analysed scans (one with a hostile name), two failures, neurons."""
+    """A finished job of twelve analysed scans (one with a hostile name, one outside the model's
+    experience), two failures, neurons."""
     job = seed.add_job(session, folders["scans"], folders["model"] / "model.json",
                        card={"test": {"accuracy": 0.94, "roc_auc": 0.97}})
     probabilities = [0.97, 0.12, 0.55, 0.81, 0.03, 0.66, 0.29, 0.91, 0.45, 0.72, 0.08]
     rows = [(f"{'YES' if p >= 0.5 else 'NO'}/case_{i:02d}.png", p) for i, p in enumerate(probabilities)]
-    seed.add_analysed(session, job, folders["outputs"], rows + [(XSS, 0.61)])
+    seed.add_analysed(session, job, folders["outputs"], rows + [(XSS, 0.61)],
+                      ood_scores={"YES/case_03.png": 1.7, "YES/case_00.png": 0.4})
     seed.add_rows(session, job, [
         seed.Row("NO/unreadable.jpg", None, ScanStatus.FAILED, "truncated JPEG: the file ends early"),
         seed.Row("YES/empty.png", None, ScanStatus.FAILED, "not an image: the file is empty")])
@@ -69,6 +71,10 @@ def test_report_sort_open_scan_slider_keys_and_csv(page, site, report_job):
     shown = probabilities_shown(p)
     assert shown == sorted(shown, reverse=True) and len(shown) == 12
     assert broken_images(p) == []
+    badge = p.locator("table.scans tr:has(a.scan-link:text-is('YES/case_03.png')) .ood-badge")
+    expect(badge).to_be_visible()
+    expect(badge).to_have_text("outside the model's experience")
+    assert p.locator("table.scans .ood-badge").count() == 1
     page.screenshot("report")
 
     p.click("a.sort[data-sort='probability']")  # second click: lowest first

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.web import seed
-from tests.web.conftest import PASSWORD, app_session, sign_in
+from tests.web.conftest import PASSWORD, sign_in
 from web.filters import FilterError, ScanFilter
 from web.queries import neighbours, scan_rows
 from worker.models import JobStatus, ScanStatus
@@ -44,16 +44,8 @@ def store_app(make_app, database_url):
 
 
 @pytest.fixture
-def store_session(store_app):
-    yield from app_session(store_app)
-
-
-@pytest.fixture
 def store_job(store_session, folders):
-    job = seed.add_job(store_session, folders["scans"], folders["model"] / "model.json")
-    seed.add_rows(store_session, job, corpus())
-    store_session.commit()
-    return job
+    return seed.seeded_job(store_session, folders, corpus())
 
 
 def expected(flt: ScanFilter) -> list[str]:

@@ -17,12 +17,12 @@ from worker.store import NotFound
 CLASSES = ["no_tumor", "tumor"]
 
 
-def result(scan: Scan, frame: int = 0, p: float = 0.9) -> Result:
+def result(scan: Scan, frame: int = 0, p: float = 0.9, ood: float | None = None) -> Result:
     return Result(scan_id=scan.id, job_id=scan.job_id, frame=frame, width=630, height=600,
                   predicted_class="tumor" if p >= 0.5 else "no_tumor", tumor_probability=p,
                   probabilities={"no_tumor": round(1 - p, 6), "tumor": p}, method="gradcam",
                   peak_x=412, peak_y=188, overlay=f"jobs/1/{scan.path}.overlay.png",
-                  thumbnail=f"jobs/1/{scan.path}.thumb.jpg", heatmap=f"jobs/1/{scan.path}.heatmap.npz")
+                  thumbnail=f"jobs/1/{scan.path}.thumb.jpg", heatmap=f"jobs/1/{scan.path}.heatmap.npz", ood_score=ood)
 
 
 @pytest.fixture
@@ -59,7 +59,8 @@ def test_records_have_exactly_the_architecture_fields(session_factory, job_id):
         "width": 630, "height": 600, "predicted_class": "tumor", "tumor_probability": 0.9,
         "probabilities": {"no_tumor": 0.1, "tumor": 0.9}, "method": "gradcam", "peak": [412, 188],
         "overlay": "/srv/out/jobs/1/sub/dir/y12.jpg.overlay.png",
-        "heatmap": "/srv/out/jobs/1/sub/dir/y12.jpg.heatmap.npz", "threshold": 0.5}
+        "heatmap": "/srv/out/jobs/1/sub/dir/y12.jpg.heatmap.npz", "threshold": 0.5,
+        "ood_score": None, "out_of_distribution": None}
 
 
 def test_records_carry_the_models_operating_point(session_factory, job_id):
@@ -84,6 +85,43 @@ def test_multi_frame_scans_give_one_record_per_frame_in_order(session_factory, j
         ("series.dcm", 0, 0.3), ("series.dcm", 1, 0.2)]
 
 
+def test_scans_outside_the_models_experience_are_flagged(session_factory, job_id):
+    with session_scope(session_factory) as session:
+        scores = {"sub/dir/y12.jpg": 1.7, "series.dcm": 0.4}
+        for res in session.query(Result).join(Scan).filter(Scan.path.in_(scores)):
+            res.ood_score = scores[res.scan.path] if res.frame == 0 else None
+        odd = Scan(job_id=job_id, path="odd.png", sha256="e" * 64, status=ScanStatus.DONE)
+        session.add(odd)
+        session.flush()
+        session.add(result(odd, ood=1.23456789))
+    records = rows(session_factory, job_id)
+    assert [(r["path"], r["frame"], r["ood_score"], r["out_of_distribution"]) for r in records] == [
+        ("sub/dir/y12.jpg", None, 1.7, True),
+        ("sub/dir/y12 copy.jpg", None, 1.7, True),  # a duplicate carries its original's score
+        ("bad.png", None, None, None),  # a failure has no result field
+        ("series.dcm", 0, 0.4, False),
+        ("series.dcm", 1, None, None),  # not measured
+        ("odd.png", None, 1.235, True)]  # rounded
+
+
+def test_csv_writes_the_flag_as_json_does(session_factory, job_id):
+    with session_scope(session_factory) as session:
+        for res in session.query(Result).join(Scan).filter(Scan.path == "series.dcm"):
+            res.ood_score = 1.7 if res.frame == 0 else 0.4
+    out = io.StringIO()
+    with session_scope(session_factory) as session:
+        export.export_job(session, job_id, "/o", "csv", out)
+    table = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["path"], r["ood_score"], r["out_of_distribution"]) for r in table] == [
+        ("sub/dir/y12.jpg", "", ""), ("sub/dir/y12 copy.jpg", "", ""), ("bad.png", "", ""),
+        ("series.dcm", "1.7", "true"), ("series.dcm", "0.4", "false")]
+
+
+@pytest.mark.parametrize("score, flag", [(1.7, True), (0.4, False), (None, None), (1.0, False)])
+def test_out_of_distribution_means_above_the_limit(score, flag):
+    assert export.is_out_of_distribution(score) is flag
+
+
 def test_json_is_one_array(session_factory, job_id):
     out = io.StringIO()
     with session_scope(session_factory) as session:
@@ -99,7 +137,8 @@ def test_csv_flattens_probabilities_and_peak(session_factory, job_id):
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert list(table[0]) == ["path", "frame", "sha256", "status", "error", "width", "height",
                               "predicted_class", "tumor_probability", "prob_no_tumor", "prob_tumor",
-                              "method", "peak_x", "peak_y", "overlay", "heatmap", "threshold"]
+                              "method", "peak_x", "peak_y", "overlay", "heatmap", "threshold",
+                              "ood_score", "out_of_distribution"]
     assert (table[0]["prob_tumor"], table[0]["peak_x"], table[0]["peak_y"]) == ("0.9", "412", "188")
     assert table[2]["status"] == "failed" and table[2]["prob_tumor"] == ""
 

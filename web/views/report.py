@@ -37,4 +37,4 @@ def show(job_id: int):
         "report.html", job=job, state=job_progress(job), finished=is_finished(job), page=page,
         flt=flt, filter_args=flt.to_args(), classes=job.model.spec.get("class_names", []),
         statuses=STATUSES, failed=failed, failed_total=failed_total, chart=chart_for(job),
-        card=job.model.card or {})
+        card=job.model.card or {}, ood=queries.ood_counts(session, job.id))

@@ -116,19 +116,24 @@ def review_line(report: dict) -> str:
             f"{_percent(without['specificity'])}, ROC AUC {_number(without['roc_auc'])}. {why}")
 
 
-def print_report(report: dict) -> None:
-    from rich.console import Console
-
-    console = Console()
-    console.print(classification_table(f"{report['model']}: classification", report["classification"]))
+def print_domain(console, title: str, report: dict, say_without_outlines: bool = False) -> None:
+    """Print one evaluation: classification, intervals, label review, errors, localisation."""
+    console.print(classification_table(title, report["classification"]))
     console.print(intervals_line(report["classification"]))
     if line := review_line(report):
         console.print(line, markup=False)
     print_breakdown(console, report["classification"])
     if any(s.get("n") for s in report["localisation"].values()):
         console.print(localisation_table(report))
-    else:
+    elif say_without_outlines:
         console.print("No tumor outlines found: localisation not measured "
                       "(give --annotations, or keep <name>_mask.png beside the scans).")
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+
+    console = Console()
+    print_domain(console, f"{report['model']}: classification", report, say_without_outlines=True)
     for skipped in report.get("skipped", []):
         console.print(f"not measured, unreadable: {skipped['path']}: {skipped['error']}")

@@ -11,8 +11,7 @@ import click
 
 from pipeline.train.architectures import ARCHITECTURES
 from worker.commands.common import load_annotations, user_errors
-from worker.commands.reports import (classification_table, intervals_line, localisation_table,
-                                     print_breakdown, review_line)
+from worker.commands.reports import print_domain
 
 DEFAULT_AUGMENT = "flip,rotation,zoom"
 
@@ -97,13 +96,7 @@ def _print_card(card: dict, out: Path) -> None:
                       f"for sensitivity >= {point['target_sensitivity']:.0%} (there: sensitivity "
                       f"{point['sensitivity']:.1%}, specificity {point['specificity'] or 0:.1%})")
     for domain, report in card["test"].items():
-        console.print(classification_table(f"TEST {domain}", report["classification"]))
-        console.print(intervals_line(report["classification"]))
-        if line := review_line(report):
-            console.print(line, markup=False)
-        print_breakdown(console, report["classification"])
-        if any(s.get("n") for s in report["localisation"].values()):
-            console.print(localisation_table(report))
+        print_domain(console, f"TEST {domain}", report)
     console.print(f"wrote {out / 'model.keras'}, {out / 'model.json'}, {out / 'model_card.json'}")
 
 

@@ -1,1 +1,1 @@
-"""Labelled data: YES/NO folders split leak-free, near-duplicate groups, split loading, tumor outlines."""
+"""Labelled data: leak-free splits, near-duplicate groups, split loading, outlines, label review."""

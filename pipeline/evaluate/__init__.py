@@ -1,1 +1,1 @@
-"""How good a model is: classification and localisation metrics, and the evaluation of a split."""
+"""How good a model is: metrics, evaluating a split, controlled shifts, the operating point."""

@@ -1,1 +1,1 @@
-"""Why the model decided: the fused analysis pass, the CAM methods, overlays, neuron statistics."""
+"""Why the model decided: the fused pass, CAM methods, overlays, neurons, in-distribution scores."""

@@ -1,1 +1,1 @@
-"""The model: its model.json spec, preprocessing, loading, and the compiled CAM graph."""
+"""The model: its spec, preprocessing, loading, outputs, CAM graph, inspection and drafted spec."""

@@ -1,1 +1,1 @@
-"""Training: augmentation, architectures, CAM guidance, the training loop and the model card."""
+"""Training: augmentation, architectures, guidance, the loop, the card, the training distribution."""

@@ -88,7 +88,7 @@ def store_uploads(files: Iterable[FileStorage], uploads_root: Path,
             _store_one(upload, result, budget)
         if result.kept == 0:
             raise UploadError("No scan files were found in the upload (expected JPEG, PNG, BMP, "
-                              "TIFF, WebP, JPEG 2000 or DICOM files, or a zip holding them).")
+                              "TIFF, WebP, JPEG 2000, DICOM or NIfTI files, or a zip holding them).")
     except BaseException:
         shutil.rmtree(result.folder, ignore_errors=True)
         raise
@@ -128,8 +128,11 @@ def _free_name(target: Path) -> Path:
     """Return ``target`` or, when taken, the same name with a counter before the suffix."""
     n = 1
     candidate = target
+    # "scan.nii.gz" becomes "scan-1.nii.gz", still a volume by its name, not "scan.nii-1.gz"
+    suffix = ".nii.gz" if target.name.lower().endswith(".nii.gz") else target.suffix
+    stem = target.name[:len(target.name) - len(suffix)] if suffix else target.name
     while candidate.exists():
-        candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
+        candidate = target.with_name(f"{stem}-{n}{suffix}")
         n += 1
     return candidate
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.io.scans import SCAN_SUFFIXES, is_scan_candidate
+from pipeline.io.scans import has_scan_name, is_scan_candidate
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _visit(path: str, kind: str, root: Path, visited: set[tuple[int, int]],
            stack: list) -> Iterator[Entry]:
     """Yield what one listed name gives (a scan, or a failure), or push its folder's listing."""
     if kind == LINK and not _inside(path, root):
-        if os.path.isdir(path) or Path(path).suffix.lower() in SCAN_SUFFIXES:  # never read it
+        if os.path.isdir(path) or has_scan_name(path):  # never read it
             yield Entry(_relative(path, root), OUTSIDE_LINK)
     elif kind == FOLDER or (kind == LINK and os.path.isdir(path)):
         if _first_visit(path, visited):

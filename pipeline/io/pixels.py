@@ -13,7 +13,7 @@ import numpy as np
 
 # Far above any MRI slice (a 4k x 4k scan is 16 megapixels), far below what exhausts memory.
 MAX_PIXELS = 100_000_000
-FORMATS_READ = "JPEG, PNG, BMP, TIFF, WebP, JPEG 2000 or DICOM"
+FORMATS_READ = "JPEG, PNG, BMP, TIFF, WebP, JPEG 2000, DICOM or NIfTI"
 NOT_READABLE = f"not an image: the file is in no format tumorlens reads ({FORMATS_READ})"
 
 

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.io.nifti import is_nifti_name, looks_like_nifti, read_nifti
 from pipeline.io.pixels import (FORMATS_READ, MAX_PIXELS, NOT_READABLE, Scan, ScanError,
                                  check_pixel_count, gray_if_equal_channels, scale_to_uint8)
 
 SCAN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".j2k",
-                           ".jpx", ".dcm", ".dicom"})
+                           ".jpx", ".dcm", ".dicom", ".nii"})  # and .nii.gz (has_scan_name)
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 # Files are read whole before decoding; nothing a scanner writes per slice or series comes near this.
 MAX_FILE_BYTES = 1 << 30
@@ -87,11 +88,18 @@ def is_scan_candidate(path: str | os.PathLike) -> bool:
     path = Path(path)
     if path.name.startswith("._"):  # AppleDouble metadata that macOS leaves beside copied files
         return False
+    if is_nifti_name(path.name):
+        return True
     suffix = path.suffix.lower()
     # DICOM files are often named by their UID ("1.2.840.113619.2.55.3"): a digit suffix is no type.
     if suffix and not suffix[1:].isdigit():
         return suffix in SCAN_SUFFIXES
     return _has_dicom_preamble(path)
+
+
+def has_scan_name(path: str | os.PathLike) -> bool:
+    """Tell whether a file's name alone says it is a scan (a known suffix, ``.nii.gz`` included)."""
+    return Path(path).suffix.lower() in SCAN_SUFFIXES or is_nifti_name(Path(path).name)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -118,6 +126,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 def _decode(data: bytes, suffix: str) -> list[Scan]:
     if _is_dicom_head(data):
         return _read_dicom(data)
+    if looks_like_nifti(data):
+        return read_nifti(data)
     try:
         image = _open_image(data)
     except UnidentifiedImageError:

@@ -33,6 +33,11 @@ def test_same_name_twice_is_kept_twice(tmp_path):
     assert files_under(result.folder) == ["a-1.png", "a.png"]
 
 
+def test_a_volume_named_twice_keeps_its_double_suffix(tmp_path):
+    result = store_uploads([upload("head.nii.gz", b"v1"), upload("head.nii.gz", b"v2")], tmp_path)
+    assert files_under(result.folder) == ["head-1.nii.gz", "head.nii.gz"]  # both still volumes
+
+
 def test_zip_keeps_its_folders_and_only_scans(tmp_path):
     data = zip_of({"YES/y1.png": png(), "NO/n1.png": png(), "NO/readme.txt": b"x",
                    "__MACOSX/YES/._y1.png": b"junk", ".DS_Store": b"junk"})

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.io.scans import SCAN_SUFFIXES, ScanError, is_scan_candidate, read_scan, sha256_file
+from pipeline.io.scans import (SCAN_SUFFIXES, ScanError, has_scan_name, is_scan_candidate, read_scan,
+                               sha256_file)
 from tests.builders.scans import make_dicom, write_bad_scans
 
 GRAY = np.random.default_rng(7).integers(0, 256, (30, 40), dtype=np.uint8)
@@ -84,7 +85,8 @@ def test_scan_candidates_without_a_type_suffix_need_the_dicom_preamble(tmp_path)
 
 def test_scan_suffixes_are_the_documented_ones():
     assert SCAN_SUFFIXES == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".j2k",
-                             ".jpx", ".dcm", ".dicom"}
+                             ".jpx", ".dcm", ".dicom", ".nii"}
+    assert has_scan_name("a/b/volume.NII.GZ") and not has_scan_name("notes.gz")
 
 
 def test_sha256_file_matches_hashlib_over_several_chunks(tmp_path):

@@ -231,6 +231,8 @@ def prepare_analysis(session_factory: SessionFactory, job_id: int, analyzer) -> 
     """
     from pipeline.model.loading import ModelError
 
+    if analyzer.prepared:  # a process's cached analyzer: nothing to write, nothing to run again
+        return True
     with write_scope(session_factory) as session:  # the job's clock counts the preparation too
         session.execute(update(Job).where(Job.id == job_id, Job.started_at.is_(None))
                         .values(started_at=utcnow()))

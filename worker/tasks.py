@@ -135,9 +135,11 @@ def run_batch(task, factory, job_id: int, scan_ids: list[int]):
         return None
     try:
         import_tensorflow()  # before the batch is claimed: a limit hit here costs no attempt
+        fresh = not analyzer.prepared
         if not jobs.prepare_analysis(factory, job_id, analyzer):  # once per process: then cached
             return None
-        single_threaded_blas()  # again: preparing loaded Keras, and SciPy's BLAS with it
+        if fresh:
+            single_threaded_blas()  # again: preparing loaded Keras, and SciPy's BLAS with it
         return jobs.process_batch(factory, analyzer, job_id, scan_ids, get_settings().output_dir)
     except SoftTimeLimitExceeded as exc:
         # Back in the queue like a crashed batch: split, then the slow scan fails on its own.

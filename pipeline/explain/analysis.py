@@ -50,8 +50,10 @@ class Analyzer:
         self.spec, self.method = spec, method
         self._lock = threading.Lock()
         self._run: Callable[[Any], Any] | None = None
+        self.model: Any = None  # the Keras model as saved, loaded once with the graph
         self.graph: CamGraph | None = None
         self.distribution: Distribution | None = None  # loaded with the model
+        self.prepared = False  # ready() succeeded: later calls cost nothing
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -78,6 +80,8 @@ class Analyzer:
         """
         from pipeline.model.loading import ModelError  # Keras: loaded by the pass anyway
 
+        if self.prepared:
+            return self.graph
         try:
             self.analyze(np.zeros((1, *self.input_shape), np.float32))
         except ModelError:
@@ -85,6 +89,7 @@ class Analyzer:
         except Exception as exc:  # a shape of model the graph builder does not handle
             log.exception("preparing the analysis of %s failed", self.spec.name)
             raise ModelError(f"its analysis cannot be prepared ({type(exc).__name__}: {exc})") from exc
+        self.prepared = True
         return self.graph
 
     def analyze(self, batch: np.ndarray) -> BatchAnalysis:
@@ -137,7 +142,8 @@ class Analyzer:
         from pipeline.model.camgraph import build_cam_graph
         from pipeline.model.loading import load_model
 
-        self.graph = build_cam_graph(load_model(self.spec), self.spec)
+        self.model = load_model(self.spec)
+        self.graph = build_cam_graph(self.model, self.spec)
         if self.spec.distribution_path is not None:
             self.distribution = load_distribution(self.spec.distribution_path)
         method = make_method(self.method, self.graph)

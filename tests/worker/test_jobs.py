@@ -299,3 +299,12 @@ def test_an_unexpected_error_in_one_scan_fails_only_that_scan(analyzer, caplog):
     assert good.error is None and len(good.analyses) == 1
     assert bad.error == batch.INTERNAL_ERROR and "internal error" in bad.error
     assert any(r.exc_info for r in caplog.records if "odd.png" in r.getMessage())
+
+
+def test_a_prepared_analyzer_costs_a_batch_no_store_write(analyzer):
+    analyzer.ready()
+
+    def no_store():
+        raise AssertionError("prepare_analysis opened a transaction for a prepared model")
+
+    assert jobs.prepare_analysis(no_store, 1, analyzer) is True

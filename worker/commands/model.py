@@ -112,13 +112,13 @@ def _fail(name: str, message: str, as_json: bool) -> NoReturn:
 
 def _facts(spec, analyzer, graph, scan_path: Path | None) -> dict:
     from pipeline.model.inspect import describe_graph, output_warnings, throughput
-    from pipeline.model.loading import load_model
 
-    # The CAM graph's scores are pre-softmax: the output check needs the model's own output.
+    # The CAM graph's scores are pre-softmax: the output check needs the model's own output,
+    # the very model ready() loaded.
     return {"model": spec.name, "usable": True, "method": analyzer.method,
             "spec": {**spec.to_json(), "model_path": str(spec.model_path)},
             "graph": describe_graph(graph, spec).to_json(),
-            "warnings": output_warnings(load_model(spec), spec),
+            "warnings": output_warnings(analyzer.model, spec),
             "scan": _scan_facts(analyzer, scan_path) if scan_path else None,
             "throughput": throughput(analyzer).to_json()}
 

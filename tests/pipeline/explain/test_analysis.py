@@ -204,3 +204,15 @@ def test_with_several_positive_classes_the_likeliest_of_the_side_called_is_expla
     positives = list(analyzer.spec.positive_indices)
     expected = np.array(positives)[tumor_side.probabilities[:, positives].argmax(axis=1)]
     np.testing.assert_array_equal(tumor_side.predicted, expected)
+
+
+def test_ready_prepares_once_and_keeps_the_loaded_model(models_dir) -> None:
+    analyzer = Analyzer(load_spec(built(models_dir, "sequential")), "gradcam")
+    graph = analyzer.ready()
+    assert analyzer.prepared and analyzer.model is not None and analyzer.model.name != graph.model.name
+
+    def no_second_pass(batch):
+        raise AssertionError("ready() ran the blank pass again")
+
+    analyzer.analyze = no_second_pass  # a job's batches call ready() each: it must cost nothing
+    assert analyzer.ready() is graph

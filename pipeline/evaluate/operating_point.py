@@ -15,7 +15,6 @@ import numpy as np
 
 from pipeline.data import datasets
 from pipeline.model.preprocess import PREPROCESS
-from pipeline.model.spec import ModelSpec
 
 LOWEST = 1e-6  # model.json's threshold lies strictly between 0 and 1
 HIGHEST = 1 - 1e-6
@@ -54,18 +53,12 @@ def choose_threshold(labels: Sequence[int], tumor_probability: Sequence[float],
             "tumor_scans": int(len(positives)), "scans": int(len(labels))}
 
 
-def validation_probabilities(spec: ModelSpec, folders: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (labels, P(tumor)) of every folder's VALIDATION scans under the model of ``spec``."""
-    labels, probability, _ = analyse_split(spec, folders, "VALIDATION")
-    return labels, probability
-
-
-def analyse_split(spec: ModelSpec, folders: Sequence[Path], split: str,
+def analyse_split(analyzer, folders: Sequence[Path], split: str,
                   batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (labels, P(tumor), pooled neuron vectors) of every folder's ``split`` scans.
 
     Args:
-        spec: the model.
+        analyzer: a ``pipeline.explain.analysis.Analyzer`` of the model; one serves every split.
         folders: prepared folders (TRAIN/VALIDATION/TEST).
         split: which split of each.
         batch_size: scans per analysis pass.
@@ -73,11 +66,9 @@ def analyse_split(spec: ModelSpec, folders: Sequence[Path], split: str,
     Returns:
         int32 (N,), float32 (N,) and float32 (N, C).
     """
-    from pipeline.explain.analysis import Analyzer
-
+    spec = analyzer.spec
     examples = [e for folder in folders for e in datasets.find_split(folder, split)]
     images, labels = datasets.load_arrays(examples, spec.input_size, spec.color_mode)
-    analyzer = Analyzer(spec, "gradcam")
     prepare = PREPROCESS[spec.preprocessing]  # the images are at the input size already
     results = [analyzer.analyze(prepare(images[i:i + batch_size].astype(np.float32)))
                for i in range(0, len(images), batch_size)]

@@ -71,7 +71,8 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
     """
     import keras
 
-    from pipeline.explain.analysis import METHODS
+    from pipeline.evaluate.operating_point import analyse_split, choose_threshold
+    from pipeline.explain.analysis import METHODS, Analyzer
     from pipeline.data.annotations import Annotations
     from pipeline.evaluate.evaluation import choose_method, domain_reports
     from pipeline.model.spec import load_spec, write_spec
@@ -86,10 +87,15 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
     if select_method:
         reports = domain_reports(spec, folders, METHODS, annotations, "VALIDATION", True)
         method, validation = choose_method(reports)
-    point = operating_point(spec, folders, config.target_sensitivity)
-    if point is not None:  # TEST is then measured at the chosen operating point
+    analyzer = Analyzer(spec)  # one model build for VALIDATION and TRAIN: neither needs the threshold
+    labels, probability, neurons = analyse_split(analyzer, folders, "VALIDATION")
+    point = None
+    if config.target_sensitivity is not None:  # TEST is then measured at the chosen operating point
+        point = {**choose_threshold(labels, probability, config.target_sensitivity),
+                 "chosen_on": "VALIDATION"}
         spec = load_spec(write_spec({**spec_dict(config, name), "threshold": point["threshold"]}, out))
-    spec, familiarity = fit_model_distribution(spec, folders)  # every scan then gets an ood_score
+    # every scan of every later job then gets an ood_score
+    spec, familiarity = fit_model_distribution(spec, folders, analyzer, neurons)
     card = {
         "name": name,
         "data": {"folder": str(data_dir), "manifest_sha256": datasets.manifest_digest(data_dir),
@@ -108,16 +114,6 @@ def describe(data_dir: str | Path, out: str | Path, config: TrainConfig, history
     }
     write_json(out / "model_card.json", card)
     return card
-
-
-def operating_point(spec, folders: list[Path], target_sensitivity: float | None) -> dict | None:
-    """Return the threshold chosen on the folders' VALIDATION for the target, or None without one."""
-    from pipeline.evaluate.operating_point import choose_threshold, validation_probabilities
-
-    if target_sensitivity is None:
-        return None
-    labels, probability = validation_probabilities(spec, folders)
-    return {**choose_threshold(labels, probability, target_sensitivity), "chosen_on": "VALIDATION"}
 
 
 def _init_record(source: str) -> dict:

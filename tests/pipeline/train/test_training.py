@@ -313,14 +313,14 @@ def test_fine_tuning_from_another_architecture_names_the_difference(lens_card, p
 
 @pytest.mark.slow
 def test_a_target_sensitivity_writes_the_operating_point_chosen_on_validation(prepared, tmp_path):
-    from pipeline.evaluate.operating_point import validation_probabilities
+    from pipeline.evaluate.operating_point import analyse_split
 
     card = training.train(prepared, tmp_path, tiny_config(epochs=1, target_sensitivity=0.9),
                           select_method=False)
     spec, point = load_spec(tmp_path), card["operating_point"]
     assert spec.threshold == point["threshold"] and 0 < spec.threshold < 1
     assert point["chosen_on"] == "VALIDATION" and point["sensitivity"] >= 0.9
-    labels, probability = validation_probabilities(spec, [prepared])  # the very scans it chose on
+    labels, probability, _ = analyse_split(Analyzer(spec), [prepared], "VALIDATION")  # chosen on these
     assert ((probability >= spec.threshold)[labels == 1]).mean() == point["sensitivity"]
     test = card["test"][prepared.name]["classification"]
     assert test["threshold"] == spec.threshold  # TEST is measured at the operating point

@@ -9,7 +9,7 @@ from flask import Flask
 
 from web.folders import COUNT_CAP
 from web.progress import aware, is_finished
-from worker.export import OOD_LIMIT, is_out_of_distribution
+from worker.export import OOD_LIMIT, is_out_of_distribution, model_threshold
 
 
 def percent(fraction: float | None) -> str:
@@ -84,4 +84,5 @@ def init_app(app: Flask) -> None:
     for f in (percent, duration, rate, eta, when, count_label, filesize, probability, times_limit):
         app.jinja_env.filters[f.__name__] = f
     app.jinja_env.globals.update(is_finished=is_finished, card_metrics=card_metrics,
-                                 out_of_distribution=is_out_of_distribution)
+                                 out_of_distribution=is_out_of_distribution,
+                                 model_threshold=model_threshold)

@@ -35,6 +35,11 @@ OOD_LIMIT = 1.0  # an ood_score above this: the scan lies outside the model's ex
 OOD_DIGITS = 3
 
 
+def model_threshold(spec: dict) -> float:
+    """Return the operating point a model's stored spec decides at: tumor when P(tumor) >= it."""
+    return spec.get("threshold") or DEFAULT_THRESHOLD
+
+
 def is_out_of_distribution(ood_score: float | None) -> bool | None:
     """Tell whether a scan lies outside the model's experience; None when it was not measured."""
     return None if ood_score is None else ood_score > OOD_LIMIT
@@ -44,7 +49,7 @@ def export_rows(session: Session, job_id: int, output_dir: str | Path) -> Iterat
     """Yield the job's records in scan order, ``STREAM_ROWS`` at a time from the database."""
     job = get_job(session, job_id)  # a clear NotFound before any output
     # The operating point predicted_class was decided at: tumor when tumor_probability >= it.
-    threshold = job.model.spec.get("threshold") or DEFAULT_THRESHOLD
+    threshold = model_threshold(job.model.spec)
     output_dir = Path(output_dir)
     analysed = func.coalesce(Scan.duplicate_of_id, Scan.id)
     query = (select(Scan.path, Scan.frames, Scan.sha256, Scan.status, Scan.error, Result)

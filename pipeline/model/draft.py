@@ -12,11 +12,11 @@ from typing import Any
 
 import keras
 
-from pipeline.model.loading import ModelError, final_activation, final_layer, find_target, iter_layers
+from pipeline.model.loading import (ModelError, final_activation, final_layer, find_target, image_input,
+                                    iter_layers)
 from pipeline.model.spec import MODEL_SUFFIXES
 
 BINARY_NAMES = (["no_tumor", "tumor"], ["tumor"])
-NEEDS_IMAGE = "tumorlens needs one image input (batch, height, width, channels)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,15 +89,11 @@ def draft_spec(model: keras.Model, model_path: str | Path, name: str, folder: st
 
 
 def _image_input(model: keras.Model) -> tuple[int | None, int | None, int]:
-    if len(model.inputs) != 1:
-        raise ModelError(f"the model has {len(model.inputs)} inputs; {NEEDS_IMAGE}")
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4:
-        raise ModelError(f"the model's input has shape {shape}; {NEEDS_IMAGE}")
-    if shape[3] not in (1, 3):
-        raise ModelError(f"the model's input has {shape[3]} channels; tumorlens feeds 1 (grayscale) "
+    height, width, channels = image_input(model)
+    if channels not in (1, 3):
+        raise ModelError(f"the model's input has {channels} channels; tumorlens feeds 1 (grayscale) "
                          "or 3 (rgb)")
-    return shape[1], shape[2], shape[3]
+    return height, width, channels
 
 
 def _input_size(height: int | None, width: int | None,

@@ -50,11 +50,11 @@ def load_model(spec: ModelSpec) -> keras.Model:
     return model
 
 
-def check_input(model: keras.Model, spec: ModelSpec) -> tuple[int, int, int]:
-    """Return the (height, width, channels) the model is fed: its own sizes, the spec's where open.
+def image_input(model: keras.Model) -> tuple[int | None, int | None, int | None]:
+    """Return the (height, width, channels) of a model's one image input, None where open.
 
     Raises:
-        ModelError: not one image input, or sizes that disagree with model.json, named by field.
+        ModelError: several inputs, or one that is not (batch, height, width, channels).
     """
     shapes = [tuple(tensor.shape) for tensor in model.inputs]
     if len(shapes) != 1 or len(shapes[0]) != 4:
@@ -62,7 +62,16 @@ def check_input(model: keras.Model, spec: ModelSpec) -> tuple[int, int, int]:
         count = "1 input" if len(shapes) == 1 else f"{len(shapes)} inputs"
         raise ModelError(f"the model takes {count} of shape {found}; tumorlens feeds one image "
                          "input of shape (batch, height, width, channels)")
-    _, height, width, channels = shapes[0]
+    return shapes[0][1:]
+
+
+def check_input(model: keras.Model, spec: ModelSpec) -> tuple[int, int, int]:
+    """Return the (height, width, channels) the model is fed: its own sizes, the spec's where open.
+
+    Raises:
+        ModelError: not one image input, or sizes that disagree with model.json, named by field.
+    """
+    height, width, channels = image_input(model)
     wanted_width, wanted_height = spec.input_size
     if channels is not None and channels != spec.channels:
         mode = {1: "grayscale", 3: "rgb"}.get(channels)

@@ -62,14 +62,15 @@ def test_two_inputs_are_refused_in_words(tmp_path):
     first, second = keras.Input((16, 16, 3)), keras.Input((16, 16, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([first, second]))
     model = keras.Model([first, second], keras.layers.Dense(2, activation="softmax")(x))
-    with pytest.raises(ModelError, match=r"the model has 2 inputs; tumorlens needs one image input "
-                                         r"\(batch, height, width, channels\)"):
+    with pytest.raises(ModelError, match=r"the model takes 2 inputs of shape \(batch, 16, 16, 3\) and "
+                                         r"\(batch, 16, 16, 3\); tumorlens feeds one image input "
+                                         r"of shape \(batch, height, width, channels\)"):
         draft_spec(model, tmp_path / "model.keras", "two", tmp_path)
 
 
 def test_a_vector_input_is_refused_in_words(tmp_path):
     model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(2, activation="softmax")])
-    with pytest.raises(ModelError, match=r"input has shape \(None, 10\); tumorlens needs one image input"):
+    with pytest.raises(ModelError, match=r"takes 1 input of shape \(batch, 10\); tumorlens feeds one image input"):
         draft_spec(model, tmp_path / "model.keras", "vector", tmp_path)
 
 

@@ -50,7 +50,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.explain.overlay import grayscale, render_overlay, render_thumbnail, write_outputs  # noqa: E402
+from pipeline.explain.overlay import write_outputs  # noqa: E402
+from pipeline.io.overlays import grayscale, render_overlay, render_thumbnail  # noqa: E402
 from pipeline.io.heatmaps import NPZ_COMPRESS_LEVEL, colormap_lut, peak, upsample  # noqa: E402
 from pipeline.io.npz import npz_bytes  # noqa: E402
 from pipeline.io.png import deflated_png, jpeg_bytes, png_bytes  # noqa: E402

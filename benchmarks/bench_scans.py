@@ -77,7 +77,7 @@ def dicom_files() -> list[Path]:
 def gray_to_model_and_overlay(pixels: np.ndarray, spec) -> None:
     """What every scan's pixels go through after reading: the model input, the overlay's gray."""
     from pipeline.model.preprocess import prepare_pixels
-    from pipeline.explain.overlay import grayscale
+    from pipeline.io.overlays import grayscale
 
     prepare_pixels(pixels, spec), grayscale(pixels)
 

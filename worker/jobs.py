@@ -51,7 +51,8 @@ from pipeline.io.scans import ScanError, sha256_file
 from worker import batch
 from worker.batch import BatchOutcome
 from worker.db import SessionFactory, session_scope, write_scope
-from worker.models import Job, JobStatus, NeuronPartial, NeuronStats, Result, Scan, ScanStatus, utcnow
+from worker.models import (OVERLAY_MODES, OVERLAYS_ON_DEMAND, Job, JobStatus, NeuronPartial, NeuronStats,
+                           Result, Scan, ScanStatus, utcnow)
 from worker.store import (add_scans, existing_paths, get_job, job_summary, mark_duplicates,
                           model_for_spec, pending_scan_ids)
 from worker.walk import Entry, folder_labels, path_label, walk
@@ -73,14 +74,19 @@ class JobError(ValueError):
 
 
 def create_job(session, root: str | os.PathLike, spec: ModelSpec, method: str,
-               created_by: int | None = None) -> Job:
-    """Record a job over ``root`` with the model of ``spec``; the caller commits."""
+               created_by: int | None = None, overlays: str = OVERLAYS_ON_DEMAND) -> Job:
+    """Record a job over ``root`` with the model of ``spec``; the caller commits.
+
+    ``overlays`` is ``on-demand`` (full-size overlays rendered when asked for) or ``eager``.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise JobError(f"no such folder: {root}")
     check_method(method)
+    if overlays not in OVERLAY_MODES:
+        raise JobError(f"unknown overlays {overlays!r}: choose one of {', '.join(OVERLAY_MODES)}")
     job = Job(root=str(root.resolve()), model=model_for_spec(session, spec), method=method,
-              created_by_id=created_by, status=JobStatus.PENDING)
+              created_by_id=created_by, status=JobStatus.PENDING, overlays=overlays)
     session.add(job)
     session.flush()
     return job

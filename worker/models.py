@@ -46,6 +46,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+OVERLAYS_ON_DEMAND, OVERLAYS_EAGER = "on-demand", "eager"
+OVERLAY_MODES = (OVERLAYS_ON_DEMAND, OVERLAYS_EAGER)
+
+
 class JobStatus(str, enum.Enum):
     PENDING = "pending"  # recorded, not yet enumerated
     ENUMERATING = "enumerating"  # walking the folder, scans being recorded
@@ -100,6 +104,9 @@ class Job(Base):
     root: Mapped[str] = mapped_column(Text)  # absolute folder the scan paths are relative to
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     method: Mapped[str] = mapped_column(String(32))
+    # "on-demand": the full-size overlays are rendered when asked for (the web, export --overlays);
+    # "eager": written with the scan's other outputs. None: a job from before the choice (eager).
+    overlays: Mapped[str | None] = mapped_column(String(16), default=OVERLAYS_ON_DEMAND)
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.PENDING)
     label_source: Mapped[str | None] = mapped_column(String(16))  # "folder" or "predicted"
     error: Mapped[str | None] = mapped_column(Text)

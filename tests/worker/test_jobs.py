@@ -44,9 +44,10 @@ def folder(tmp_path) -> Path:
     return root
 
 
-def new_job(session_factory, root: Path, spec, method: str = "gradcam") -> int:
+def new_job(session_factory, root: Path, spec, method: str = "gradcam",
+            overlays: str = "on-demand") -> int:
     with session_scope(session_factory) as session:
-        return jobs.create_job(session, root, spec, method).id
+        return jobs.create_job(session, root, spec, method, overlays=overlays).id
 
 
 def enumerate_all(session_factory, job_id: int, chunk_size: int = 500) -> list[int]:
@@ -141,8 +142,9 @@ def test_batches_record_one_result_per_scan_and_redelivery_does_nothing(
         assert len(results) == 6 and len({r.scan_id for r in results}) == 6
         for result in results:
             assert 0 <= result.peak_x < result.width and 0 <= result.peak_y < result.height
-            assert (out / result.overlay).is_file() and (out / result.heatmap).is_file()
-            assert result.overlay.startswith(f"jobs/{job_id}/")
+            assert (out / result.thumbnail).is_file() and (out / result.heatmap).is_file()
+            # where it will be rendered: not written by a job whose overlays are on demand
+            assert result.overlay.startswith(f"jobs/{job_id}/") and not (out / result.overlay).exists()
         assert session.scalar(select(func.count()).select_from(NeuronPartial)) == 1
 
 
@@ -241,7 +243,8 @@ def test_a_new_job_reuses_done_results_of_the_same_model_and_method(session_fact
         for path, result in new.items():
             assert result.created_at == old[path].created_at  # copied, not recomputed
             assert result.overlay.startswith(f"jobs/{second}/")
-            assert (out / result.overlay).read_bytes() == (out / old[path].overlay).read_bytes()
+            for kind in ("thumbnail", "heatmap"):
+                assert (out / getattr(result, kind)).read_bytes() == (out / getattr(old[path], kind)).read_bytes()
     assert jobs.finalize_job(session_factory, second)
     with session_scope(session_factory) as session:
         stats = session.scalar(select(NeuronStats).where(NeuronStats.job_id == second))
@@ -249,6 +252,36 @@ def test_a_new_job_reuses_done_results_of_the_same_model_and_method(session_fact
     third = new_job(session_factory, folder, spec, method="gradcampp")
     enumerate_all(session_factory, third)
     assert sum(o.analysed for o in process_all(session_factory, analyzer, third, out)) == 6
+
+
+def test_an_eager_job_writes_its_overlays_and_draws_those_of_the_results_it_reuses(
+        session_factory, spec, analyzer, folder, tmp_path):
+    from pipeline.io.overlays import overlay_png
+    from pipeline.io.scans import read_scan
+
+    out = tmp_path / "out"
+    fresh = new_job(session_factory, folder, spec, method="cam", overlays="eager")
+    enumerate_all(session_factory, fresh)
+    assert sum(o.analysed for o in process_all(session_factory, analyzer, fresh, out)) == 6
+    lazy = new_job(session_factory, folder, spec)
+    enumerate_all(session_factory, lazy)
+    assert sum(o.analysed for o in process_all(session_factory, analyzer, lazy, out)) == 6
+    again = new_job(session_factory, folder, spec, overlays="eager")
+    enumerate_all(session_factory, again)
+    outcomes = process_all(session_factory, analyzer, again, out)
+    # the on-demand job's thumbnails and maps are reused; the overlays it left are drawn from them
+    assert sum(o.reused for o in outcomes) == 6 and sum(o.images for o in outcomes) == 0
+    with session_scope(session_factory) as session:
+        for job_id in (lazy, again, fresh):
+            results = list(session.scalars(select(Result).where(Result.job_id == job_id)))
+            assert len(results) == 6
+            assert all((out / r.overlay).is_file() == (job_id != lazy) for r in results)
+        for result in session.scalars(select(Result).where(Result.job_id.in_([again, fresh]))):
+            with np.load(out / result.heatmap) as stored:
+                drawn = overlay_png(read_scan(folder / result.scan.path)[0].pixels, stored["cam"])
+            assert (out / result.overlay).read_bytes() == drawn
+    with pytest.raises(jobs.JobError, match="unknown overlays 'later'"):
+        new_job(session_factory, folder, spec, overlays="later")
 
 
 def test_cancelled_jobs_take_no_new_batches(session_factory, spec, analyzer, folder, tmp_path):

@@ -6,10 +6,13 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from worker.batch.items import CLOSED, MAX_ATTEMPTS, OUTPUT_SUFFIXES, Item, Work
+from worker.batch.items import CLOSED, MAX_ATTEMPTS, Item, Work
 from worker.db import SessionFactory, write_scope
-from worker.models import Result, Scan, ScanStatus
+from worker.models import OVERLAYS_ON_DEMAND, Result, Scan, ScanStatus
 from worker.store import earlier_results, get_job
+
+
+STORED = ("thumbnail", "heatmap")  # the outputs every job writes; overlays may be on demand
 
 
 def load(session_factory: SessionFactory, job_id: int, scan_ids: list[int],
@@ -27,15 +30,17 @@ def load(session_factory: SessionFactory, job_id: int, scan_ids: list[int],
         reuse = earlier_results(session, job, [s.sha256 for s in scans if s.sha256])
         items = [_item(scan, reuse.get(scan.sha256), output_dir) for scan in scans]
         return Work(job.id, Path(job.root), job.method, job.label_source,
-                    tuple(job.model.spec["positive_classes"]), output_dir, items)
+                    tuple(job.model.spec["positive_classes"]), output_dir, items,
+                    eager_overlays=job.overlays != OVERLAYS_ON_DEMAND)  # None: from before
 
 
 def _item(scan: Scan, reuse: tuple[int | None, list[Result]] | None, output_dir: Path) -> Item:
+    """Return a scan's batch item; it reuses an earlier job's results if their thumbnails and maps
+    are still there (an overlay that job left on demand is rendered from them if needed)."""
     item = Item(scan.id, scan.path, scan.label)
     if scan.attempts >= MAX_ATTEMPTS:
         item.error = (f"the analysis of this scan was started {scan.attempts} times and never "
                       "finished (the worker was stopped or ran out of time each time)")
-    elif reuse and all((output_dir / getattr(r, kind)).is_file()
-                       for r in reuse[1] for kind in OUTPUT_SUFFIXES):
+    elif reuse and all((output_dir / getattr(r, kind)).is_file() for r in reuse[1] for kind in STORED):
         item.multi_frame, item.reuse = reuse[0] is not None, reuse[1]
     return item

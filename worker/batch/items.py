@@ -17,7 +17,8 @@ log = logging.getLogger("worker.batch")
 MAX_ATTEMPTS = 3  # deliveries of a scan that never finished (killed, timed out) before it fails
 INTERNAL_ERROR = ("this scan could not be analysed because of an internal error; the worker log "
                   "has the details")
-# The files pipeline.explain.overlay.write_outputs writes beside a stem, by Result column.
+# The files pipeline.explain.overlay.write_outputs writes beside a stem, by Result column (the
+# overlay only in an eager job: otherwise its path is where it will be rendered).
 OUTPUT_SUFFIXES = {"overlay": ".overlay.png", "thumbnail": ".thumb.jpg", "heatmap": ".heatmap.npz"}
 CLOSED = (JobStatus.CANCELLED, JobStatus.DONE, JobStatus.FAILED)
 
@@ -54,6 +55,7 @@ class Work:
     output_dir: Path
     items: list[Item]
     job_error: str | None = None  # the model itself cannot be analysed: the job fails
+    eager_overlays: bool = False  # write the full-size overlays now, not on demand
 
 
 @dataclasses.dataclass

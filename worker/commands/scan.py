@@ -20,6 +20,7 @@ from pipeline.explain.analysis import METHODS
 from worker import db
 from worker.commands.common import open_store
 from worker.jobs import JobError, cancel_job, create_job, job_summary, reopen_job
+from worker.models import OVERLAY_MODES, OVERLAYS_ON_DEMAND
 from worker.settings import DEFAULT_MODEL, get_settings
 from worker.store import NotFound, get_job
 
@@ -170,8 +171,12 @@ def finish(factory, job_id: int, local: bool, wait: bool, batch_size: int | None
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--batch-size", type=click.IntRange(1, 4096),
               help="Scans per batch of an in-process run (default: TUMORLENS_BATCH_SIZE).")
+@click.option("--overlays", type=click.Choice(OVERLAY_MODES), default=OVERLAYS_ON_DEMAND,
+              show_default=True,
+              help="Full-size overlays: rendered when viewed or exported (export --overlays), or "
+                   "written now beside the thumbnails (about 10x the disk).")
 def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool, as_json: bool,
-         batch_size: int | None) -> None:
+         batch_size: int | None, overlays: str) -> None:
     """Analyse every scan under FOLDER."""
     if not folder.is_dir():
         raise click.ClickException(f"no such folder: {folder}")
@@ -179,7 +184,7 @@ def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool,
     factory = open_store()
     with db.session_scope(factory) as session:
         try:
-            job_id = create_job(session, folder, spec, method).id
+            job_id = create_job(session, folder, spec, method, overlays=overlays).id
         except JobError as exc:
             raise click.ClickException(str(exc)) from exc
     local = local or not get_settings().broker_url

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.explain.overlay import blend_table, grayscale, render_overlay, render_thumbnail, write_outputs
+from pipeline.explain.overlay import write_outputs
+from pipeline.io.overlays import blend_table, grayscale, overlay_png, render_overlay, render_thumbnail
 from pipeline.io.heatmaps import colormap_lut, load_heatmap, peak, upsample
 from pipeline.io.npz import ZIP_DATE
 from pipeline.io.png import jpeg_bytes
@@ -40,13 +41,13 @@ def test_peak_of_a_blob_maps_to_original_coordinates(tmp_path, width, height, ce
 
 def test_outputs_have_the_expected_sizes_and_contents(tmp_path):
     pixels, cam = scan(630, 400), blob((48, 48), (20, 20), sigma=6)
-    result = write_outputs(tmp_path / "deep" / "folder" / "y12", pixels, cam)
+    result = write_outputs(tmp_path / "deep" / "folder" / "y12", pixels, cam, overlay=True)
     assert [p.name for p in (result.overlay, result.thumbnail, result.heatmap)] == [
         "y12.overlay.png", "y12.thumb.jpg", "y12.heatmap.npz"]
     with Image.open(result.overlay) as overlay:
         assert overlay.size == (630, 400) and overlay.mode == "RGB"
     with Image.open(result.thumbnail) as thumb:
-        assert thumb.size == (256, 163) and thumb.mode == "RGB"
+        assert thumb.size == (192, 122) and thumb.mode == "RGB"
     with np.load(result.heatmap) as saved:
         assert saved["cam"].dtype == np.float32 and saved["cam"].shape == (48, 48)
         np.testing.assert_array_equal(saved["cam"], cam)  # the raw map, not an upsampled one
@@ -61,9 +62,9 @@ def test_outputs_have_the_expected_sizes_and_contents(tmp_path):
     assert peak(heatmap) == result.peak
 
 
-@pytest.mark.parametrize("size, thumb", [((400, 630), (163, 256)), ((150, 150), (256, 256)),
-                                         ((1920, 1080), (256, 144))])
-def test_thumbnail_longest_side_is_256_with_aspect_kept(tmp_path, size, thumb):
+@pytest.mark.parametrize("size, thumb", [((400, 630), (122, 192)), ((150, 150), (192, 192)),
+                                         ((1920, 1080), (192, 108))])
+def test_thumbnail_longest_side_is_192_with_aspect_kept(tmp_path, size, thumb):
     result = write_outputs(tmp_path / "s", scan(*size), np.zeros((7, 7), np.float32))
     with Image.open(result.thumbnail) as image:
         assert image.size == thumb
@@ -73,12 +74,12 @@ def test_thumbnail_is_the_map_blended_over_the_resized_scan(tmp_path):
     pixels, cam = scan(630, 400, seed=2), blob((48, 48), (36, 12), sigma=4)
     gray = np.asarray(Image.fromarray(pixels).convert("L"))
     cold = np.asarray(render_thumbnail(gray, np.zeros((48, 48), np.float32)))
-    resized = np.asarray(Image.fromarray(gray).resize((256, 163), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    resized = np.asarray(Image.fromarray(gray).resize((192, 122), Image.Resampling.BILINEAR, reducing_gap=2.0))
     np.testing.assert_array_equal(cold, np.repeat(resized[..., None], 3, axis=2))
     hot = np.asarray(render_thumbnail(gray, cam)).astype(int)
     changed = np.abs(hot - cold).sum(axis=2)
     y, x = np.unravel_index(np.argmax(changed), changed.shape)
-    assert abs(x - (36.5 * 256 / 48)) <= 4 and abs(y - (12.5 * 163 / 48)) <= 4  # where the blob is
+    assert abs(x - (36.5 * 192 / 48)) <= 4 and abs(y - (12.5 * 122 / 48)) <= 4  # where the blob is
     result = write_outputs(tmp_path / "s", pixels, cam)
     assert result.thumbnail.read_bytes() == jpeg_bytes(render_thumbnail(gray, cam))
 
@@ -88,7 +89,7 @@ def test_all_zero_map_leaves_the_grayscale_scan(tmp_path):
     gray = np.asarray(Image.fromarray(pixels).convert("L"))
     overlay = render_overlay(pixels, np.zeros((90, 120)))
     assert np.array_equal(overlay, np.repeat(gray[..., None], 3, axis=2))
-    result = write_outputs(tmp_path / "zero", pixels, np.zeros((48, 48), np.float32))
+    result = write_outputs(tmp_path / "zero", pixels, np.zeros((48, 48), np.float32), overlay=True)
     with Image.open(result.overlay) as written:
         assert np.array_equal(np.asarray(written), overlay)
 
@@ -96,7 +97,7 @@ def test_all_zero_map_leaves_the_grayscale_scan(tmp_path):
 @pytest.mark.parametrize("width, height", [(630, 400), (33, 517), (1, 1)])
 def test_overlay_png_holds_exactly_the_rendered_pixels(tmp_path, width, height):
     pixels, cam = scan(width, height, seed=3), blob((48, 48), (20, 28), sigma=8)
-    result = write_outputs(tmp_path / "s", pixels, cam)
+    result = write_outputs(tmp_path / "s", pixels, cam, overlay=True)
     expected = render_overlay(pixels, upsample(cam, (width, height)))
     with Image.open(result.overlay) as written:
         assert written.mode == "RGB"
@@ -108,8 +109,8 @@ def test_overlay_png_holds_exactly_the_rendered_pixels(tmp_path, width, height):
 def test_a_gray_scan_and_its_colour_copy_give_the_same_outputs(tmp_path):
     gray = scan(57, 43)[..., 0]
     cam = blob((7, 7), (2, 5))
-    one = write_outputs(tmp_path / "gray", gray, cam)
-    other = write_outputs(tmp_path / "rgb", np.dstack([gray] * 3), cam)
+    one = write_outputs(tmp_path / "gray", gray, cam, overlay=True)
+    other = write_outputs(tmp_path / "rgb", np.dstack([gray] * 3), cam, overlay=True)
     for kind in ("overlay", "thumbnail", "heatmap"):
         assert getattr(one, kind).read_bytes() == getattr(other, kind).read_bytes()
 
@@ -142,8 +143,8 @@ def test_nan_and_out_of_range_maps_give_clean_outputs(tmp_path):
 
 def test_outputs_are_byte_identical_over_two_runs(tmp_path):
     pixels, cam = scan(300, 200, seed=4), blob((48, 48), (12, 30), sigma=5)
-    first = write_outputs(tmp_path / "a" / "s", pixels, cam)
-    second = write_outputs(tmp_path / "b" / "s", pixels, cam)
+    first = write_outputs(tmp_path / "a" / "s", pixels, cam, overlay=True)
+    second = write_outputs(tmp_path / "b" / "s", pixels, cam, overlay=True)
     for a, b in zip((first.overlay, first.thumbnail, first.heatmap),
                     (second.overlay, second.thumbnail, second.heatmap)):
         assert a.read_bytes() == b.read_bytes()
@@ -152,8 +153,8 @@ def test_outputs_are_byte_identical_over_two_runs(tmp_path):
 
 
 def test_rewriting_replaces_the_files_and_leaves_no_partials(tmp_path):
-    write_outputs(tmp_path / "s", scan(50, 40), np.zeros((7, 7), np.float32))
-    result = write_outputs(tmp_path / "s", scan(50, 40), np.ones((7, 7), np.float32))
+    write_outputs(tmp_path / "s", scan(50, 40), np.zeros((7, 7), np.float32), overlay=True)
+    result = write_outputs(tmp_path / "s", scan(50, 40), np.ones((7, 7), np.float32), overlay=True)
     assert load_heatmap(result.heatmap).min() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.heatmap.npz", "s.overlay.png", "s.thumb.jpg"]
 
@@ -186,6 +187,17 @@ def test_gray_rgba_and_rgb_scans_are_all_accepted(tmp_path):
     assert np.array_equal(render_overlay(rgba, heat), render_overlay(rgb, heat))
 
 
+def test_by_default_the_overlay_is_left_to_be_rendered_on_demand(tmp_path):
+    pixels, cam = scan(120, 90, seed=5), blob((48, 48), (30, 10), sigma=5)
+    lazy = write_outputs(tmp_path / "lazy" / "s", pixels, cam)
+    eager = write_outputs(tmp_path / "eager" / "s", pixels, cam, overlay=True)
+    assert not lazy.overlay_written and not lazy.overlay.exists() and lazy.overlay.name == "s.overlay.png"
+    assert sorted(p.name for p in lazy.thumbnail.parent.iterdir()) == ["s.heatmap.npz", "s.thumb.jpg"]
+    assert eager.overlay_written and lazy.peak == eager.peak
+    with np.load(lazy.heatmap) as stored:  # rendered later from what was stored: the eager bytes
+        assert overlay_png(pixels, stored["cam"]) == eager.overlay.read_bytes()
+
+
 def test_importing_overlay_loads_neither_tensorflow_nor_matplotlib():
     import subprocess
 
@@ -198,5 +210,5 @@ def test_read_only_scans_are_accepted(tmp_path):
     """Scans come from read_scan as read-only arrays; writing outputs must not modify them."""
     pixels = scan(64, 48)
     pixels.setflags(write=False)
-    result = write_outputs(tmp_path / "ro", pixels, blob((48, 48), (10, 10)))
+    result = write_outputs(tmp_path / "ro", pixels, blob((48, 48), (10, 10)), overlay=True)
     assert result.overlay.is_file() and not pixels.flags.writeable

@@ -61,8 +61,9 @@ def test_every_model_shape_gives_a_done_record_with_overlay_and_peak(settings, t
     summary = scan_json(folder, "--model", path)
     assert {k: summary[k] for k in ("status", "scans", "done", "failed", "duplicate")} == {
         "status": "done", "scans": 5, "done": 5, "failed": 0, "duplicate": 0}
-    records = export(summary["job"])
-    assert len(records) == 5
+    drawn = tumorlens("export", summary["job"], "--overlays", tmp_path / "drawn")  # on demand
+    records = json.loads(drawn.stdout)
+    assert len(records) == 5 and "5 overlays drawn" in drawn.stderr
     for record in records:
         assert record["status"] == "done" and record["error"] is None
         expected = (64, 48) if record["path"].endswith(".dcm") else image_size(folder / record["path"])
@@ -298,7 +299,7 @@ def test_the_store_is_the_same_on_sqlite_and_postgresql(settings_env, emptied_po
     for url in (f"sqlite:///{tmp_path / 'one.db'}", emptied_postgres):
         settings_env(database_url=url, output_dir=tmp_path / "out" / str(len(exports)))
         tumorlens("db", "upgrade")
-        summary = scan_json(folder, "--model", model)
+        summary = scan_json(folder, "--model", model, "--overlays", "eager")
         exports.append(export(summary["job"]))
         tumorlens("neurons", summary["job"], "--json")
     strip = ("overlay", "heatmap")

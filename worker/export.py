@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.model.spec import DEFAULT_THRESHOLD
 from worker.models import Job, NeuronStats, Result, Scan
+from worker.render import overlay_target
 from worker.store import NotFound, get_job
 
 FIELDS = ("path", "frame", "sha256", "status", "error", "width", "height", "predicted_class",
@@ -45,8 +46,15 @@ def is_out_of_distribution(ood_score: float | None) -> bool | None:
     return None if ood_score is None else ood_score > OOD_LIMIT
 
 
-def export_rows(session: Session, job_id: int, output_dir: str | Path) -> Iterator[dict]:
-    """Yield the job's records in scan order, ``STREAM_ROWS`` at a time from the database."""
+def export_rows(session: Session, job_id: int, output_dir: str | Path,
+                overlay_dir: str | Path | None = None,
+                undrawn: frozenset[str] = frozenset()) -> Iterator[dict]:
+    """Yield the job's records in scan order, ``STREAM_ROWS`` at a time from the database.
+
+    ``overlay`` is where the overlay is, or will be when rendered, under the output folder; with
+    ``overlay_dir`` (``export --overlays``), where it was drawn there, or null when it is one of
+    ``undrawn`` (the overlays whose source scan was gone or changed).
+    """
     job = get_job(session, job_id)  # a clear NotFound before any output
     # The operating point predicted_class was decided at: tumor when tumor_probability >= it.
     threshold = model_threshold(job.model.spec)
@@ -60,6 +68,9 @@ def export_rows(session: Session, job_id: int, output_dir: str | Path) -> Iterat
                   "error": error, **dict.fromkeys(FIELDS[5:])}
         if result is not None and error is None:
             record.update(_result_fields(result, output_dir), threshold=threshold)
+            if overlay_dir is not None:
+                drawn = overlay_target(Path(overlay_dir), job_id, result.overlay)
+                record["overlay"] = None if str(drawn) in undrawn else str(drawn)
             record["frame"] = None if frames is None else result.frame
         yield record  # the session's identity map is weak: rows already yielded are let go
 
@@ -141,11 +152,12 @@ def write_csv(rows: Iterator[dict], out: TextIO, class_names: list[str]) -> int:
     return count
 
 
-def export_job(session: Session, job_id: int, output_dir: str | Path, fmt: str, out: TextIO) -> int:
+def export_job(session: Session, job_id: int, output_dir: str | Path, fmt: str, out: TextIO,
+               overlay_dir: str | Path | None = None, undrawn: frozenset[str] = frozenset()) -> int:
     """Write job ``job_id`` to ``out`` as ``json`` or ``csv``; return the number of records."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: choose json or csv")
-    rows = export_rows(session, job_id, output_dir)
+    rows = export_rows(session, job_id, output_dir, overlay_dir, undrawn)
     if fmt == "json":
         return write_json(rows, out)
     return write_csv(rows, out, list(get_job(session, job_id).model.spec["class_names"]))

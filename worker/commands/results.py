@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -20,20 +21,60 @@ from worker.store import NotFound, get_job
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of standard output.")
-def export(job_id: int, fmt: str, output: Path | None) -> None:
+@click.option("--overlays", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Draw the job's full-size overlays into this folder first (as `scan --overlays "
+                   "eager` writes them); the records then point at them.")
+@click.option("--processes", type=click.IntRange(1, 256),
+              help="Processes drawing overlays (default: one per core).")
+def export(job_id: int, fmt: str, output: Path | None, overlay_dir: Path | None,
+           processes: int | None) -> None:
     """Print one record per scan (per frame) of JOB as JSON or CSV."""
     from worker.export import export_job
 
     factory = open_store()
-    out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    settings = get_settings()
     try:
-        with db.session_scope(factory) as session:
-            export_job(session, job_id, get_settings().output_dir, fmt, out)
+        undrawn = draw_overlays(factory, job_id, overlay_dir, processes) if overlay_dir else set()
+        out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+        try:
+            with db.session_scope(factory) as session:
+                export_job(session, job_id, settings.output_dir, fmt, out, overlay_dir, frozenset(undrawn))
+        finally:
+            if output:
+                out.close()
     except NotFound as exc:
         raise click.ClickException(str(exc)) from exc
-    finally:
-        if output:
-            out.close()
+
+
+def draw_overlays(factory, job_id: int, folder: Path, processes: int | None, shown: int = 5) -> set[str]:
+    """Draw the job's overlays into ``folder`` with a progress bar; say on stderr what was not drawn."""
+    from worker.render import render_job
+    from worker.store import scan_counts
+
+    with db.session_scope(factory) as session:
+        total = scan_counts(session, job_id)["done"]
+        with _drawing_progress(total) as advance:
+            drawn = render_job(session, job_id, get_settings().output_dir, folder, processes, advance)
+    click.echo(f"job {job_id}: {drawn.written} overlays drawn into {folder}", err=True)
+    if drawn.problems:
+        click.echo(f"{len(drawn.problems)} scans could not be drawn (their records say overlay null):",
+                   err=True)
+        for path, reason in drawn.problems[:shown]:
+            click.echo(f"  {path}: {reason}", err=True)
+    return drawn.undrawn
+
+
+@contextlib.contextmanager
+def _drawing_progress(total: int):
+    if not sys.stderr.isatty():
+        yield lambda scans: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task("drawing overlays", total=total)
+        yield lambda scans: progress.advance(task, scans)
 
 
 @click.command()

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the process settings, with ``config`` overriding any key."""
-    from web import api, auth, db, errors, health, security, templating
+    from web import api, auth, db, errors, health, overlays, security, templating
     from web.config import DEFAULTS, ENV_PREFIX, finish, from_settings
     from web.extensions import csrf, limiter, login_manager
     from web.views import BLUEPRINTS
@@ -30,6 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     db.init_app(app)
+    overlays.init_app(app)
     app.before_request(auth.require_login)  # before CSRF, so anonymous calls get 401, not 400
     csrf.init_app(app)
     limiter.init_app(app)

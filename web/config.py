@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 from worker.settings import get_settings
@@ -23,6 +24,8 @@ def from_settings() -> dict[str, Any]:
         "SCAN_ROOTS": list(settings.scan_roots),
         "UPLOAD_DIR": settings.home / "uploads",
         "DEFAULT_MODEL": settings.model,
+        "OVERLAY_CACHE_DIR": settings.overlay_cache_dir,
+        "OVERLAY_CACHE_BYTES": settings.overlay_cache_mb << 20,
     }
 
 
@@ -45,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_SWALLOW_ERRORS": True,  # a Redis hiccup must not lock everyone out
     "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "REPORT_PAGE_SIZE": 50,
+    "OVERLAY_THREADS": os.cpu_count() or 1,  # overlays drawn at once by one web process
     "POLL_SECONDS": 1.5,
     "PROXY_COUNT": 0,  # reverse proxies in front that set X-Forwarded-For/-Proto (trusted hops)
 }

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.io.scans import ScanError, read_scan
+from pipeline.io.overlays import source_frames
+from pipeline.io.scans import ScanError
 from web.folders import OutsideBase, resolve_inside
 
 # Result.image_info is written without identifiers; these patterns are a second line of defence.
@@ -41,16 +42,16 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def original_png(path: Path, frame: int) -> bytes:
-    """Return one frame of a scan file as display-ready PNG."""
+def original_png(path: Path, frame: int, sha256: str | None = None) -> bytes:
+    """Return one frame of a scan file as display-ready PNG, if it is still the scan analysed
+    (``sha256``; None: not checked)."""
     try:
-        scans = read_scan(path)
+        frames = source_frames(path, sha256)
     except ScanError as exc:
         raise ImageMissing(str(exc)) from exc
-    for scan in scans:
-        if (scan.frame or 0) == frame:
-            return png_bytes(scan.pixels)
-    raise ImageMissing(f"The scan has no frame {frame}.")
+    if frame not in frames:
+        raise ImageMissing(f"The scan has no frame {frame}.")
+    return png_bytes(frames[frame])
 
 
 def safe_info(info: dict | None) -> dict[str, str]:

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # Seconds a queued batch may run before it is given back and split (the slow scan then fails
     # on its own). 10 minutes covers 16 large DICOM frames under Score-CAM on one slow core.
     batch_time_limit: int = Field(10 * 60, ge=10)
+    # The web's cache of on-demand overlays (docs/scaling.md sizes it): ~0.3 MiB an overlay of a
+    # 512 px slice, so the default keeps the last ~3,000 viewed.
+    overlay_cache_dir: Path | None = None  # default <home>/cache/overlays
+    overlay_cache_mb: int = Field(1024, ge=1)
 
     @field_validator("scan_roots", mode="before")
     @classmethod
@@ -47,6 +51,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'tumorlens.db'}"
         if self.output_dir is None:
             self.output_dir = self.home / "outputs"
+        if self.overlay_cache_dir is None:
+            self.overlay_cache_dir = self.home / "cache" / "overlays"
         return self
 
 

@@ -56,7 +56,7 @@ def build_app(url: str, folders: dict[str, Path], **config):
         "TESTING": True, "SECRET_KEY": "test-secret", "DATABASE_URL": url,
         "SCAN_ROOTS": [folders["scans"]], "OUTPUT_DIR": folders["outputs"],
         "UPLOAD_DIR": folders["uploads"], "DEFAULT_MODEL": folders["model"], "BROKER_URL": None,
-        **config})
+        "OVERLAY_CACHE_DIR": folders["outputs"].parent / "overlay-cache", **config})
 
 
 @pytest.fixture

@@ -79,13 +79,20 @@ def add_rows(session: Session, job: Job, rows: list[Row], width: int = 64, heigh
     """Bulk-insert scans (and results for rows with a probability); return the scan ids in order."""
     session.execute(insert(Scan), [
         {"job_id": job.id, "path": r.path, "status": r.status, "error": r.error,
-         "sha256": f"{i:064x}", "attempts": 1} for i, r in enumerate(rows)])
+         "sha256": _sha256(Path(job.root) / r.path, i), "attempts": 1} for i, r in enumerate(rows)])
     ids = dict(session.execute(select(Scan.path, Scan.id).where(Scan.job_id == job.id)).all())
     results = [_result(job, ids[r.path], r, width, height) for r in rows if r.probability is not None]
     if results:
         session.execute(insert(Result), results)
     session.flush()
     return [ids[r.path] for r in rows]
+
+
+def _sha256(path: Path, i: int) -> str:
+    """Return the file's real hash, as a walk records it, or a distinct stand-in if it is absent."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else f"{i:064x}"
 
 
 def _result(job: Job, scan_id: int, row: Row, width: int, height: int) -> dict:

@@ -78,7 +78,7 @@ def test_images_are_real_pngs_at_the_right_size(signed_in, analysed, session):
     assert png_size(overlay.get_data()) == (80, 60)
     thumb = signed_in.get(f"/results/{result.id}/thumbnail.jpg")
     assert thumb.mimetype == "image/jpeg"
-    assert Image.open(io.BytesIO(thumb.get_data())).size[0] == 256
+    assert Image.open(io.BytesIO(thumb.get_data())).size[0] == 192
     assert "max-age" in heatmap.headers["Cache-Control"]
     layer = Image.open(io.BytesIO(signed_in.get(f"/results/{result.id}/heatmap.png?layer=1").data))
     alpha = np.asarray(layer)[..., 3]

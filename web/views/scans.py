@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, render_template, request, send_file
 
-from web import images, queries
+from web import images, overlays, queries
 from web.db import db_session
 from web.views.common import page_filter, scan_or_404
 from worker.models import Result
@@ -28,7 +28,21 @@ def show(scan_id: int):
     original = session.get(type(scan), scan.duplicate_of_id) if scan.duplicate_of_id else None
     return render_template("scan.html", scan=scan, job=scan.job, result=result, frame=frame,
                            prev=prev, next=nxt, filter_args=flt.to_args(), original=original,
-                           info=images.safe_info(result.image_info if result else None))
+                           info=images.safe_info(result.image_info if result else None),
+                           overlay_problem=_prepare_overlay(result))
+
+
+def _prepare_overlay(result: Result | None) -> str | None:
+    """Draw the result's overlay now if it is neither stored nor cached (the first view); return
+    why it cannot be drawn, or None. The page's image request then finds it ready."""
+    output_dir = Path(current_app.config["OUTPUT_DIR"])
+    if result is None or overlays.stored_overlay(result, output_dir) is not None:
+        return None
+    try:
+        overlays.overlay_bytes(result, output_dir)
+    except overlays.OverlayUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _result_or_404(result_id: int) -> Result:
@@ -47,13 +61,33 @@ def _png(data: bytes) -> Response:
 @bp.get("/results/<int:result_id>/overlay.png", defaults={"kind": "overlay"})
 @bp.get("/results/<int:result_id>/thumbnail.jpg", defaults={"kind": "thumbnail"})
 def artifact(result_id: int, kind: str):
-    """Send a result's stored overlay (PNG) or thumbnail (JPEG) from the output folder."""
+    """Send a result's overlay (PNG: stored by an eager job, else drawn on demand and cached) or
+    thumbnail (JPEG) from the output folder."""
     result = _result_or_404(result_id)
+    if kind == "overlay" and overlays.stored_overlay(result, Path(current_app.config["OUTPUT_DIR"])) is None:
+        return _drawn_overlay(result)
     try:
         path = images.inside(Path(current_app.config["OUTPUT_DIR"]), getattr(result, kind))
     except images.ImageMissing as exc:
         abort(404, description=str(exc))
     return send_file(path, mimetype=ARTIFACT_TYPES[kind], max_age=MAX_AGE, conditional=True)
+
+
+def _drawn_overlay(result: Result) -> Response:
+    """Send an on-demand overlay; a client that holds the same one (its ETag) gets 304 unasked."""
+    tag = overlays.etag(result)
+    if tag in request.if_none_match:
+        response = Response(status=304)
+    else:
+        try:
+            response = Response(overlays.overlay_bytes(result, Path(current_app.config["OUTPUT_DIR"])),
+                                mimetype="image/png")
+        except overlays.OverlayUnavailable as exc:
+            abort(404, description=str(exc))
+    response.set_etag(tag)
+    # the same key always draws the same bytes: a browser may keep it as long as a stored file
+    response.headers["Cache-Control"] = f"private, max-age={MAX_AGE}"
+    return response
 
 
 @bp.get("/results/<int:result_id>/heatmap.png")
@@ -74,6 +108,6 @@ def original(scan_id: int):
     scan = scan_or_404(scan_id)
     try:
         path = images.inside(Path(scan.job.root), scan.path)
-        return _png(images.original_png(path, request.args.get("frame", 0, type=int)))
+        return _png(images.original_png(path, request.args.get("frame", 0, type=int), scan.sha256))
     except images.ImageMissing as exc:
         abort(404, description=str(exc))

@@ -29,7 +29,7 @@ PNG_FILTER_UP = 2  # each byte minus the one above: a vectorised subtraction, sm
 FPNG_MAX_SIDE = 65535
 # Thumbnails are previews: JPEG encodes one in a fraction of a millisecond where PNG took ~4 ms
 # (deflate is most of a scan's output cost on a small CNN), at a third of the size.
-THUMBNAIL_QUALITY = 85
+THUMBNAIL_QUALITY = 80
 
 
 def png_bytes(image: np.ndarray) -> bytes:

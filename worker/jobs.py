@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,8 +107,10 @@ def enumerate_job(session_factory: SessionFactory, job_id: int,
     root = _start_enumeration(session_factory, job_id)
     if root is None:
         return
-    entries = walk(root)
-    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash") as pool:
+    # Closed at once when this generator stops (cancelled, time limit, consumer gone): the walk
+    # drops its temporary files then, not whenever the garbage collector gets to it.
+    with (closing(walk(root)) as entries,
+          ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash") as pool):
         while chunk := list(islice(entries, chunk_size)):
             ids = _record_chunk(session_factory, job_id, root, chunk, pool)
             if ids is None:
@@ -137,6 +140,11 @@ def _start_enumeration(session_factory: SessionFactory, job_id: int) -> Path | N
 
 def _record_chunk(session_factory: SessionFactory, job_id: int, root: Path, chunk: list[Entry],
                   pool: ThreadPoolExecutor) -> list[int] | None:
+    """Record a chunk's new scans; return their pending ids, or None if the job was cancelled.
+
+    The store is asked which of the chunk's paths it already has, so a resumed walk holds no more
+    than the first one did, however much was recorded before it.
+    """
     with session_scope(session_factory) as session:
         known = existing_paths(session, job_id, (e.path for e in chunk))
     rows = list(pool.map(lambda entry: _scan_row(root, entry), [e for e in chunk if e.path not in known]))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
 import inspect
 import json
 import os
@@ -9,11 +12,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PROJECT_ROOT
+from worker import walk as walk_module
 from worker.walk import LINK_LOOP, OUTSIDE_LINK, Entry, folder_labels, path_label, walk
 
 DICOM_HEAD = bytes(128) + b"DICM"
@@ -150,3 +156,127 @@ def test_folder_labels_detects_yes_no_layouts(tmp_path, folders, expected):
 ])
 def test_path_label_comes_from_the_top_folders(path, label):
     assert path_label(path) == label
+
+
+# Names whose order needs care: unicode (composed and not), astral, spaces, a newline, case,
+# digits, and undecodable bytes (surrogate escapes: str order, what the walk uses, puts b"\xff"
+# before U+FFFD; byte order puts it after).
+AWKWARD = ["a", "a b", "a-b", "a.b", "A", "Z", "_", " lead", "trail ", "é", "e\u0301", "ß", "中文",
+           "🧠", "\ufffd", "new\nline", "tab\there", "9", "10", *map(os.fsdecode, [b"\xff", b"\xe9t\xe9"]),
+           *(os.fsdecode(bytes([0x80 + i])) for i in range(40)), *(chr(0x1F300 + i) for i in range(40))]
+
+
+def awkward_folder(root: Path, count: int = 200) -> list[str]:
+    """Write ``count`` numbered scans, the awkward names as scans and as folders, and links."""
+    touch(root, *(f"img {i:03d}.png" for i in range(count)), *(f"{n}.png" for n in AWKWARD),
+          *(f"{n}/x.png" for n in AWKWARD[::3]), *(f"big/{i}.png" for i in range(30)), ".hidden.png")
+    (root / "again").symlink_to(root / "a")  # a folder already walked: skipped quietly
+    (root / "loop").symlink_to(".")
+    (root / "out").symlink_to("/")
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+
+def spill_files(spill: Path) -> list[str]:
+    """Return the files this process holds open in ``spill`` (unnamed ones too), and any left there."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+    return [t for t in targets if t.startswith(f"{spill}/")] + [p.name for p in spill.iterdir()]
+
+
+@pytest.fixture
+def spill(tmp_path, monkeypatch) -> Iterator[Path]:
+    """Spill every listing over 7 names, merge 3 runs at a time, read runs 5 bytes at a time."""
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    for name, value in {"SPILL_NAMES": 7, "MERGE_FAN_IN": 3, "READ_BLOCK": 5}.items():
+        monkeypatch.setattr(walk_module, name, value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield folder
+        gc.collect()
+    assert [w for w in caught if w.category is ResourceWarning] == []  # every spill file closed
+
+
+def test_a_spilled_listing_comes_in_the_same_order_as_one_held_in_memory(tmp_path, spill, monkeypatch):
+    root = tmp_path / "root"
+    names = awkward_folder(root)
+    assert sorted(names) != sorted(names, key=os.fsencode)  # these names tell the orders apart
+    entries = walk(root)
+    spilled = [next(entries)]
+    assert spill_files(spill)  # this walk does spill
+    spilled += entries
+    monkeypatch.setattr(walk_module, "SPILL_NAMES", 1_000_000)
+    held = list(walk(root))
+    assert spilled == held
+    assert list(dict.fromkeys(e.path.split("/")[0] for e in held)) == [n for n in names if n != "again"]
+    assert [e.path for e in held if e.path.startswith("big/")] == sorted(f"big/{i}.png" for i in range(30))
+    assert Entry("loop", LINK_LOOP) in held and Entry("out", OUTSIDE_LINK) in held
+
+
+def test_spill_files_go_after_a_full_walk_and_when_the_walk_is_closed_early(tmp_path, spill):
+    root = tmp_path / "root"
+    touch(root, *(f"{i:02d}.png" for i in range(20)), *(f"sub/{i:02d}.png" for i in range(20)))
+    assert len(list(walk(root))) == 40
+    assert spill_files(spill) == []
+    entries = walk(root)
+    assert [next(entries) for _ in range(22)][-1] == Entry("sub/01.png")
+    assert len(spill_files(spill)) == 2  # the root's listing and sub's, both spilled
+    entries.close()
+    assert spill_files(spill) == []
+
+
+def test_a_walk_that_fails_drops_its_spill_files_at_once(tmp_path, spill, monkeypatch):
+    touch(tmp_path / "root", *(f"{i:02d}.png" for i in range(20)), *(f"sub/{i:02d}.png" for i in range(20)))
+    real_scandir = os.scandir
+
+    def stopped_scandir(path):  # as Celery's soft time limit does, in whatever the walk runs
+        if os.path.basename(path) == "sub":
+            raise RuntimeError("out of time")
+        return real_scandir(path)
+
+    monkeypatch.setattr(walk_module.os, "scandir", stopped_scandir)
+    with pytest.raises(RuntimeError, match="out of time") as caught:
+        list(walk(tmp_path / "root"))
+    assert caught.traceback  # which keeps the walk's frame, and what it held, alive
+    assert spill_files(spill) == []
+
+
+def test_a_folder_failing_while_it_spills_is_reported_and_its_spill_file_goes(tmp_path, spill,
+                                                                              monkeypatch):
+    touch(tmp_path / "root", "a.png", *(f"bad/{i:02d}.png" for i in range(20)), "c.png")
+    real_scandir = os.scandir
+
+    def failing_scandir(path):
+        listing = real_scandir(path)
+        if os.path.basename(path) != "bad":
+            return listing
+
+        def entries():
+            with listing:
+                for i, entry in enumerate(listing):
+                    if i == 15:  # two runs spilled by now
+                        assert len(spill_files(spill)) == 1
+                        raise OSError(errno.EIO, "Input/output error")
+                    yield entry
+        return contextlib.closing(entries())
+
+    monkeypatch.setattr(walk_module.os, "scandir", failing_scandir)
+    found = list(walk(tmp_path / "root"))
+    assert [e.path for e in found] == ["a.png", "bad", "c.png"]
+    assert found[0].error is None and "(input/output error)" in found[1].error
+    assert spill_files(spill) == []
+
+
+def test_a_temporary_folder_that_cannot_be_written_is_not_taken_for_a_missing_folder(tmp_path, spill,
+                                                                                     monkeypatch):
+    touch(tmp_path / "root", "a.png", *(f"big/{i:02d}.png" for i in range(20)))
+    monkeypatch.setattr(tempfile, "tempdir", str(spill / "gone"))
+    entries = walk(tmp_path / "root")
+    assert next(entries) == Entry("a.png")
+    with pytest.raises(walk_module.SpillError, match="temporary folder"):
+        next(entries)  # not skipped as if "big" had been removed, nor reported unreadable

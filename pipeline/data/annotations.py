@@ -2,13 +2,18 @@
 
 Three sources are read: VGG Image Annotator (VIA) JSON (polygons, rotated ellipses, circles),
 YOLO box files (one ``.txt`` per image: ``class cx cy w h`` normalised) and mask images
-(``<stem>_mask.png``, white = region, beside the image or in a folder).
+(``<stem>_mask.png``, white = region, beside the image or in a folder). A NIfTI volume's outlines
+are a mask volume named as BraTS names them (``X_seg.nii.gz`` or ``X_mask.nii.gz`` for ``X.nii.gz``,
+``<case>_seg.nii.gz`` for ``<case>_flair``/``_t1``/``_t1ce``/``_t2``, and BraTS 2023's ``-seg``
+for ``-t1n``/``-t1c``/``-t2w``/``-t2f``), beside the volume or in the folder; this module only
+finds it (reading it is ``pipeline.io.nifti``'s, used by evaluation).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,12 @@ from PIL import Image, ImageDraw
 
 MASK_SUFFIX = "_mask.png"
 ELLIPSE_POINTS = 90
+VOLUME_SUFFIXES = (".nii.gz", ".nii")
+MASK_VOLUME_TAGS = ("_seg", "_mask", "-seg")
+# A BraTS case's image volumes: <case>_flair, _t1, _t1ce, _t2 (2018-2021), <case>-t1n, -t1c, -t2w,
+# -t2f (2023); all share <case>_seg (or <case>-seg).
+BRATS_IMAGE = re.compile(r"(?P<case>.+?)(?:(?P<us>_)(?:flair|t1ce|t1|t2)|-(?:t1n|t1c|t2w|t2f))",
+                         re.IGNORECASE)
 
 
 class AnnotationError(ValueError):
@@ -115,6 +126,38 @@ def image_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(gray) > 127
 
 
+def volume_stem(name: str) -> str | None:
+    """Return a NIfTI file name without ``.nii`` / ``.nii.gz`` (any case), or None if not NIfTI."""
+    lower = name.lower()
+    suffix = next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), None)
+    return name[:-len(suffix)] if suffix else None
+
+
+def is_mask_volume(name: str) -> bool:
+    """Tell whether a file name is a mask volume's (``*_seg``, ``*_mask``, ``*-seg`` NIfTI)."""
+    stem = volume_stem(name)
+    return stem is not None and stem.lower().endswith(MASK_VOLUME_TAGS)
+
+
+def volume_case(name: str) -> str:
+    """Return the case (patient) a NIfTI image volume belongs to: its BraTS case, else its stem."""
+    stem = volume_stem(name) or name
+    brats = BRATS_IMAGE.fullmatch(stem)
+    return brats["case"] if brats else stem
+
+
+def mask_volume_names(name: str) -> list[str]:
+    """Return the file names a NIfTI image volume's mask volume may have, the likeliest first."""
+    stem = volume_stem(name)
+    if stem is None:
+        return []
+    stems = [stem + "_seg", stem + "_mask"]
+    brats = BRATS_IMAGE.fullmatch(stem)
+    if brats:
+        stems.append(brats["case"] + ("_seg" if brats["us"] else "-seg"))
+    return [s + suffix for s in stems for suffix in VOLUME_SUFFIXES]
+
+
 class Annotations:
     """Finds the region mask of an image from VIA JSON, YOLO files or mask images."""
 
@@ -143,7 +186,15 @@ class Annotations:
     def has(self, image: str | Path) -> bool:
         """Tell whether an outline of ``image`` is known."""
         image = Path(image)
-        return image.name in self.via or any(c.is_file() for c in self._candidates(image))
+        return (image.name in self.via or any(c.is_file() for c in self._candidates(image))
+                or self.mask_volume(image) is not None)
+
+    def mask_volume(self, image: str | Path) -> Path | None:
+        """Return the mask volume of a NIfTI image volume, beside it or in the folder, or None."""
+        image = Path(image)
+        places = [image.parent] + ([self.folder] if self.folder else [])
+        return next((place / name for place in places for name in mask_volume_names(image.name)
+                     if (place / name).is_file()), None)
 
     def mask(self, image: str | Path, size: tuple[int, int]) -> np.ndarray | None:
         """Return the mask of ``image`` at ``size`` (width, height), or None when unannotated."""

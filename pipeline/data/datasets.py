@@ -2,7 +2,8 @@
 
 Three layouts are understood: ``DATA/{TRAIN,VALIDATION,TEST}/{yes,no}/`` (what ``prepare-data``
 writes), a flat ``DATA/{yes,no}/`` and the LGG layout ``DATA/{tumor,no_tumor}/<case>/<slice>.jpg``
-with ``<slice>_mask.png`` beside each tumor slice.
+with ``<slice>_mask.png`` beside each tumor slice. For evaluation, NIfTI volumes anywhere in the
+folder are listed too (``evaluation_volumes``); each of their axial slices is one example.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.annotations import is_mask_volume, volume_stem
+
 SPLITS = ("TRAIN", "VALIDATION", "TEST")
 CLASS_FOLDERS = {"yes": 1, "no": 0, "tumor": 1, "no_tumor": 0}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -32,11 +35,16 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled image; ``group`` is the patient (case) it belongs to, or the file stem."""
+    """One labelled image; ``group`` is the patient (case) it belongs to, or the file stem.
+
+    ``frame`` picks one scan of a file that holds several (a volume's axial slice, as numbered by
+    ``read_scan``); None is the file's first.
+    """
 
     path: Path
     label: int
     group: str
+    frame: int | None = None
 
 
 def _is_image(path: Path) -> bool:
@@ -120,6 +128,28 @@ def _manifest_groups(folder: Path, split: str) -> dict[str, str]:
 def evaluation_examples(folder: str | Path) -> list[Example]:
     """Return what to evaluate in a folder: its TEST split when it has one, else all of it."""
     return find_split(folder, "TEST") if has_splits(folder) else find_examples(folder)
+
+
+def evaluation_volumes(folder: str | Path) -> list[tuple[Path, int | None]]:
+    """Return the NIfTI image volumes to evaluate in a folder (its TEST split when it has one).
+
+    Mask volumes (``*_seg``, ``*_mask``) are never listed as images.
+
+    Returns:
+        (path, label) sorted by path; the label is that of the class folder (``yes``, ``no``,
+        ``tumor``, ``no_tumor``) the volume lies in, None when it lies in none.
+    """
+    root = Path(folder) / "TEST" if has_splits(folder) else Path(folder)
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and _is_volume(p)):
+        parts = path.relative_to(root).parts
+        found.append((path, CLASS_FOLDERS.get(parts[0]) if len(parts) > 1 else None))
+    return found
+
+
+def _is_volume(path: Path) -> bool:
+    return (volume_stem(path.name) is not None and not is_mask_volume(path.name)
+            and not path.name.startswith("."))
 
 
 def manifest_digest(folder: str | Path) -> str | None:

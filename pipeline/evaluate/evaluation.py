@@ -1,11 +1,13 @@
 """Measure a model the way the product runs it: classification, localisation, neurons, faithfulness.
 
 Scans are read and prepared by the same code as a job (``read_scan`` then ``Analyzer.prepare``)
-and every CAM comes from ``Analyzer.analyze``, so the numbers describe what users get.
+and every CAM comes from ``Analyzer.analyze``, so the numbers describe what users get. A NIfTI
+volume is measured slice by slice, labels and outlines from its mask volume (``evaluation_set``).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.evaluate import metrics
-from pipeline.data.annotations import Annotations
+from pipeline.data.annotations import Annotations, mask_volume_names, volume_case
 from pipeline.data import datasets, label_review
 from pipeline.data.datasets import Example
 from pipeline.model.spec import ModelSpec
@@ -59,28 +61,101 @@ def sample(examples: Sequence[Example], limit: int | None, seed: int = 0) -> lis
     return [examples[i] for i in chosen]
 
 
-def _read(examples: Sequence[Example], skipped: list[dict]) -> tuple[list, list]:
-    """Return the readable examples and their first frame's pixels; record the others."""
-    from pipeline.io.scans import ScanError, read_scan
+def evaluation_set(folder: str | Path, annotations: Annotations | None = None) -> list[Example]:
+    """Return what to evaluate in a folder: its images, and each NIfTI volume slice by slice.
+
+    Images come from ``datasets.evaluation_examples`` (the TEST split when there is one). A volume,
+    in whatever folder (``datasets.evaluation_volumes``), gives one example per axial slice
+    ``read_scan`` keeps, grouped by its case (``volume_case``). With a mask volume
+    (``Annotations.mask_volume``) a slice is tumor when its mask slice has a voxel above 0 (BraTS
+    labels 1, 2 and 4 alike); without one, every slice takes its class folder's label.
+
+    Raises:
+        DataError: nothing to evaluate; a volume outside the class folders without a mask volume;
+            a volume or mask that cannot be read; a mask whose shape differs from its image's.
+    """
+    annotations = annotations or Annotations()
+    volumes = datasets.evaluation_volumes(folder)
+    try:
+        images = datasets.evaluation_examples(folder)
+    except datasets.DataError:
+        if not volumes:
+            raise
+        images = []
+    return images + [example for path, label in volumes
+                     for example in volume_examples(path, label, annotations)]
+
+
+def volume_examples(path: Path, label: int | None, annotations: Annotations) -> list[Example]:
+    """Return one example per head slice of a NIfTI volume, labelled as ``evaluation_set`` says."""
+    from pipeline.io.nifti import head_frames, read_mask_volume, read_volume
+    from pipeline.io.scans import ScanError
+
+    mask_path = annotations.mask_volume(path)
+    if mask_path is None and label is None:
+        raise datasets.DataError(
+            f"{path} lies outside the yes/no folders and has no mask volume to label its slices: "
+            f"put one beside it (or in the annotations folder) as "
+            f"{mask_volume_names(path.name)[0]}, "
+            "or move the volume into a yes or no folder")
+    try:
+        volume = read_volume(path)
+        mask = None if mask_path is None else read_mask_volume(mask_path, path, volume.shape)
+    except ScanError as exc:
+        raise datasets.DataError(f"cannot evaluate {path}: {exc}") from exc
+    return [Example(path, label if mask is None else int(mask[:, :, k].any()),
+                    volume_case(path.name), k) for k in head_frames(volume)]
+
+
+def _where(example: Example) -> str:
+    """Name an example in reports: its path, and its frame when it is one scan of several."""
+    return str(example.path) if example.frame is None else f"{example.path} [frame {example.frame}]"
+
+
+def _read(examples: Sequence[Example], skipped: list[dict], read) -> tuple[list, list]:
+    """Return the readable examples and their frame's pixels (``read`` gives a file's scans)."""
+    from pipeline.io.scans import ScanError
 
     kept, pixels = [], []
     for example in examples:
         try:
-            pixels.append(read_scan(example.path)[0].pixels)
+            scans = read(example.path)
+            chosen = scans[:1] if example.frame is None else [
+                s for s in scans if s.frame == example.frame]
+            if not chosen:
+                raise ScanError(f"it has no frame {example.frame}")
         except ScanError as exc:
-            skipped.append({"path": str(example.path), "error": str(exc)})
+            skipped.append({"path": _where(example), "error": str(exc)})
             continue
+        pixels.append(chosen[0].pixels)
         kept.append(example)
     return kept, pixels
 
 
+def _outline(example: Example, pixels: np.ndarray, annotations: Annotations,
+             volumes) -> np.ndarray | None:
+    """Return a scan's tumor mask: a volume slice's from its mask volume, else from annotations."""
+    from pipeline.io.nifti import axial_view
+
+    mask_path = annotations.mask_volume(example.path) if example.frame is not None else None
+    if mask_path is None:
+        return annotations.mask(example.path, (pixels.shape[1], pixels.shape[0]))
+    return np.ascontiguousarray(axial_view(volumes(mask_path)[:, :, example.frame]))
+
+
 def _batches(examples: Sequence[Example], analyzer, annotations: Annotations, batch_size: int,
              skipped: list[dict], transform=None) -> Iterator[Batch]:
+    from pipeline.io.nifti import read_mask_volume
+    from pipeline.io.scans import read_scan
+
+    # A volume's slices come one after another: each file and mask volume is read once for them.
+    read = functools.lru_cache(maxsize=1)(read_scan)
+    volumes = functools.lru_cache(maxsize=1)(read_mask_volume)
     for start in range(0, len(examples), batch_size):
-        chunk, pixels = _read(examples[start:start + batch_size], skipped)
+        chunk, pixels = _read(examples[start:start + batch_size], skipped, read)
         if not chunk:
             continue
-        masks = [annotations.mask(e.path, (p.shape[1], p.shape[0])) if e.label else None
+        masks = [_outline(e, p, annotations, volumes) if e.label else None
                  for e, p in zip(chunk, pixels)]
         if transform is not None:  # a controlled shift moves the mask along with the scan
             shifted = [transform(p, m) for p, m in zip(pixels, masks)]
@@ -122,7 +197,7 @@ def _tally_batch(tally: Tally, analyzers: dict, batch: Batch) -> None:
         if method == tally.methods[0]:
             tally.labels.extend(labels.tolist())
             tally.groups.extend(e.group for e in batch.examples)
-            tally.paths.extend(str(e.path) for e in batch.examples)
+            tally.paths.extend(_where(e) for e in batch.examples)
             tally.tumor_probability.extend(np.asarray(result.tumor_probability).tolist())
             _update_neurons(tally, np.asarray(result.neurons), labels)
             for mask, probability in zip(batch.masks, np.asarray(result.tumor_probability)):

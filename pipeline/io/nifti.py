@@ -6,13 +6,16 @@ shown as radiologists view an axial image: anterior at the top, the patient's ri
 left. Intensities are windowed once for the whole volume (its 0.5th to 99.5th percentile inside
 the head), so slices of one volume compare. Slices that hold almost no head (the first and last
 of a volume) are left out. A 4-D volume gives its first volume. The header's free-text fields
-are never read into the scan's metadata.
+are never read into the scan's metadata. ``read_volume``, ``head_frames`` and ``axial_view`` give
+the same orientation to other volumes of a case (a tumor mask beside its image).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +44,71 @@ def read_nifti(data: bytes) -> list[Scan]:
     Raises:
         ScanError: not a NIfTI volume, damaged, or not 3-D (or 4-D).
     """
+    import nibabel
+
+    image, canonical, volume = _load(data)
+    check_pixel_count(volume.shape[0], volume.shape[1])
+    info = {"format": "NIfTI", "orientation": "".join(nibabel.aff2axcodes(image.affine)),
+            "voxel_size": "x".join(f"{z:g}" for z in canonical.header.get_zooms()[:3]),
+            "slices": str(volume.shape[2])}
+    return [Scan(pixels=pixels, frame=k, info={**info, "slice": str(k)})
+            for k, pixels in _axial_slices(volume)]
+
+
+def read_volume(path: str | os.PathLike) -> np.ndarray:
+    """Return a NIfTI file's voxels in canonical axes (R, A, S), as ``read_nifti`` orients them.
+
+    A 4-D file gives its first volume. ``axial_view`` turns ``volume[:, :, frame]`` into the
+    pixels of that frame's scan, so a mask volume read here lines up with its image's slices.
+
+    Raises:
+        ScanError: the file cannot be read, is not NIfTI, is damaged, or is not 3-D (or 4-D).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ScanError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not looks_like_nifti(data):
+        raise ScanError(f"{path} is not a NIfTI volume")
+    return _load(data)[2]
+
+
+def read_mask_volume(path: str | os.PathLike, image: str | os.PathLike | None = None,
+                     shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Return a mask volume as booleans (voxel > 0, so every BraTS label) in canonical axes.
+
+    Args:
+        path: the mask volume (a 4-D one gives its first volume).
+        image: the image volume it outlines, named in errors.
+        shape: that image's canonical shape (``read_volume(image).shape``), checked when given.
+
+    Raises:
+        ScanError: the mask cannot be read, or its shape differs from the image's; the message
+            names both files.
+    """
+    try:
+        mask = read_volume(path) > 0
+    except ScanError as exc:
+        raise ScanError(f"the mask volume {path} cannot be read: {exc}") from exc
+    if shape is not None and mask.shape != tuple(shape):
+        raise ScanError(f"the mask volume {path} has shape {mask.shape} but its image {image} has "
+                        f"{tuple(shape)} (both in RAS axes); a mask must match its image voxel "
+                        "for voxel")
+    return mask
+
+
+def head_frames(volume: np.ndarray) -> list[int]:
+    """Return the frames ``read_nifti`` keeps of a canonical volume: those showing the head."""
+    return _head_slices(volume)[2]
+
+
+def axial_view(plane: np.ndarray) -> np.ndarray:
+    """Return a canonical (R, A) axial plane as shown: anterior up, patient's right on the left."""
+    return plane[::-1, ::-1].T
+
+
+def _load(data: bytes):
+    """Return (stored image, canonical image, canonical 3-D float32 voxels) of NIfTI bytes."""
     import nibabel  # only once a volume turns up
 
     try:
@@ -51,13 +119,7 @@ def read_nifti(data: bytes) -> list[Scan]:
         volume = np.asarray(canonical.dataobj, dtype=np.float32)
     except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError) as exc:
         raise ScanError(f"damaged NIfTI: the volume cannot be read ({exc})") from exc
-    volume = _first_volume(volume)
-    check_pixel_count(volume.shape[0], volume.shape[1])
-    info = {"format": "NIfTI", "orientation": "".join(nibabel.aff2axcodes(image.affine)),
-            "voxel_size": "x".join(f"{z:g}" for z in canonical.header.get_zooms()[:3]),
-            "slices": str(volume.shape[2])}
-    return [Scan(pixels=pixels, frame=k, info={**info, "slice": str(k)})
-            for k, pixels in _axial_slices(volume)]
+    return image, canonical, _first_volume(volume)
 
 
 def _head(data: bytes) -> bytes:
@@ -78,16 +140,19 @@ def _first_volume(volume: np.ndarray) -> np.ndarray:
     return volume
 
 
+def _head_slices(volume: np.ndarray):
+    """Return the finite voxels, the head's voxels and the frames with enough head to be kept."""
+    finite = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
+    inside = finite > float(finite.min())
+    shares = inside.mean(axis=(0, 1))
+    return finite, inside, [k for k, share in enumerate(shares) if share >= HEAD_SHARE]
+
+
 def _axial_slices(volume: np.ndarray):
     """Yield (index, uint8 slice) of the slices that show the head, windowed for the volume."""
-    finite = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
-    background = float(finite.min())
-    inside = finite > background
-    if not inside.any():
+    finite, inside, kept = _head_slices(volume)
+    if not kept:
         return
     lo, hi = np.percentile(finite[inside], WINDOW)
-    for k in range(volume.shape[2]):
-        if inside[:, :, k].mean() < HEAD_SHARE:
-            continue
-        # Canonical axes are (R, A): anterior up and the patient's right on the left.
-        yield k, scale_to_uint8(finite[::-1, ::-1, k].T, lo, hi)
+    for k in kept:
+        yield k, scale_to_uint8(axial_view(finite[:, :, k]), lo, hi)

@@ -20,7 +20,8 @@ METHOD_CHOICES = ("cam", "gradcam", "gradcampp", "scorecam", "layercam", "all")
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--annotations", type=click.Path(exists=True, path_type=Path),
-              help="VIA JSON file, or a folder of YOLO .txt / <name>_mask.png files.")
+              help="VIA JSON file, or a folder of YOLO .txt / <name>_mask.png files "
+              "(and <volume>_seg.nii.gz mask volumes).")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="gradcam", show_default=True,
               help="CAM method to score; 'all' compares every method in one table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -37,11 +38,12 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
     """Measure MODEL on the labelled scans in DATA (its TEST split when it has one).
 
     DATA holds yes/no (or tumor/no_tumor, with case sub-folders) or TRAIN/VALIDATION/TEST.
+    NIfTI volumes are measured slice by slice, labelled by their mask volume (BraTS-style
+    X_seg.nii.gz beside them or in --annotations) or else by their yes/no folder.
     """
     from pipeline.explain.analysis import METHODS
-    from pipeline.data.datasets import evaluation_examples
     from pipeline.data.label_review import read_review
-    from pipeline.evaluate.evaluation import evaluate, sample
+    from pipeline.evaluate.evaluation import evaluate, evaluation_set, sample
     from pipeline.model.spec import load_spec
 
     if shift:
@@ -50,9 +52,10 @@ def evaluate_command(model: Path, data: Path, annotations: Path | None, method: 
         return run_shifts(model, data, annotations, shift, method, limit, batch_size, as_json)
     methods = METHODS if method == "all" else (method,)
     try:
-        examples = sample(evaluation_examples(data), limit)
-        report = evaluate(load_spec(model), examples, methods, load_annotations(annotations),
-                          batch_size, faithfulness, review=read_review(data))
+        outlines = load_annotations(annotations)
+        examples = sample(evaluation_set(data, outlines), limit)
+        report = evaluate(load_spec(model), examples, methods, outlines, batch_size, faithfulness,
+                          review=read_review(data))
     except user_errors() as exc:
         raise click.ClickException(str(exc)) from None
     emit(report, data, as_json, print_report)

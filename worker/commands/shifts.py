@@ -95,7 +95,7 @@ def print_shift_table(table: dict) -> None:
 def run_shifts(model: Path, data: Path, annotations: Path | None, shift: str, method: str,
                limit: int | None, batch_size: int, as_json: bool) -> None:
     """Measure MODEL on DATA's test scans under the named shifts and print the table."""
-    from pipeline.data.datasets import evaluation_examples
+    from pipeline.evaluate.evaluation import evaluation_set
     from pipeline.evaluate.shifts import shift_table
     from pipeline.model.spec import load_spec
 
@@ -103,7 +103,8 @@ def run_shifts(model: Path, data: Path, annotations: Path | None, shift: str, me
         raise click.UsageError("--shift scores one CAM method: give --method gradcam (or another)")
     shifts = parse_shifts(shift)
     try:
-        table = shift_table(load_spec(model), evaluation_examples(data), load_annotations(annotations),
+        outlines = load_annotations(annotations)
+        table = shift_table(load_spec(model), evaluation_set(data, outlines), outlines,
                             shifts, method=method, batch_size=batch_size, limit=limit)
     except user_errors() as exc:
         raise click.ClickException(str(exc)) from None

@@ -42,11 +42,35 @@ def run_migrations_online() -> None:
     engine = make_engine(_url())
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # before the migration's transaction: the pragma is a no-op inside one
+                _sqlite_foreign_keys(connection, False)
             _configure(connection=connection)
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite:
+                    _check_sqlite_foreign_keys(connection)
+            if sqlite:
+                _sqlite_foreign_keys(connection, True)
     finally:
         engine.dispose()
+
+
+def _sqlite_foreign_keys(connection, on: bool) -> None:
+    """Switch SQLite's foreign keys for this connection, outside any transaction.
+
+    Batch mode rebuilds a SQLite table (copy, DROP, rename); with foreign keys on, the DROP
+    deletes the rows that reference the table, cascading: rebuilding ``scans`` would delete every
+    result, rebuilding ``jobs`` everything. SQLite's own procedure for such changes turns them off
+    and checks them after (https://www.sqlite.org/lang_altertable.html#otheralter).
+    """
+    connection.connection.driver_connection.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
+def _check_sqlite_foreign_keys(connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {broken[:5]}")
 
 
 if context.is_offline_mode():

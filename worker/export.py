@@ -1,7 +1,11 @@
 """Export a job's records as JSON or CSV, streamed row by row from the store.
 
 One object per analysed image (a multi-frame scan gives one per frame; ``frame`` is null for a
-single image), one per failed scan. A duplicate carries the results of the scan it duplicates.
+single image), one per failed or skipped scan. A duplicate carries the results of the scan it
+duplicates. A DICOM slice names its ``series`` (the keyed hash ``export --format series`` lists it
+by) and its ``slice_index``, its place from 0 in the series' anatomical order (null until the
+job is done, and for scans of no series); a skipped scan's ``error`` says why its series was not
+analysed.
 Paths of scans are relative to the job's root; overlay and heatmap paths are absolute, under the
 output folder. Nothing identifying a patient is stored, so nothing of the kind can be exported.
 
@@ -23,13 +27,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.model.spec import DEFAULT_THRESHOLD
-from worker.models import Job, NeuronStats, Result, Scan
+from worker.models import Job, NeuronStats, Result, Scan, Series
 from worker.render import overlay_target
 from worker.store import NotFound, get_job
 
 FIELDS = ("path", "frame", "sha256", "status", "error", "width", "height", "predicted_class",
           "tumor_probability", "probabilities", "method", "peak", "overlay", "heatmap", "threshold",
-          "ood_score", "out_of_distribution")
+          "ood_score", "out_of_distribution", "series", "slice_index")
 FORMATS = ("json", "csv")
 STREAM_ROWS = 500
 OOD_LIMIT = 1.0  # an ood_score above this: the scan lies outside the model's experience
@@ -60,18 +64,22 @@ def export_rows(session: Session, job_id: int, output_dir: str | Path,
     threshold = model_threshold(job.model.spec)
     output_dir = Path(output_dir)
     analysed = func.coalesce(Scan.duplicate_of_id, Scan.id)
-    query = (select(Scan.path, Scan.frames, Scan.sha256, Scan.status, Scan.error, Result)
-             .outerjoin(Result, Result.scan_id == analysed).where(Scan.job_id == job_id)
+    query = (select(Scan.path, Scan.frames, Scan.sha256, Scan.status, Scan.error, Result, Series.key,
+                    Scan.slice_index, Scan.frame_slices)
+             .outerjoin(Result, Result.scan_id == analysed).outerjoin(Series, Series.id == Scan.series_id)
+             .where(Scan.job_id == job_id)
              .order_by(Scan.id, Result.frame).execution_options(yield_per=STREAM_ROWS))
-    for path, frames, sha256, status, error, result in session.execute(query):
+    for path, frames, sha256, status, error, result, series, index, frame_slices in session.execute(query):
         record = {"path": path, "frame": None, "sha256": sha256, "status": status.value,
-                  "error": error, **dict.fromkeys(FIELDS[5:])}
+                  "error": error, **dict.fromkeys(FIELDS[5:]), "series": series, "slice_index": index}
         if result is not None and error is None:
             record.update(_result_fields(result, output_dir), threshold=threshold)
             if overlay_dir is not None:
                 drawn = overlay_target(Path(overlay_dir), job_id, result.overlay)
                 record["overlay"] = None if str(drawn) in undrawn else str(drawn)
             record["frame"] = None if frames is None else result.frame
+            if frame_slices and result.frame < len(frame_slices):  # a multi-frame file's frames
+                record["slice_index"] = frame_slices[result.frame]
         yield record  # the session's identity map is weak: rows already yielded are let go
 
 

@@ -18,7 +18,9 @@ Functions given a ``session`` never commit it (the caller does); those given a
   does not depend on timing); if that one failed, the copy fails with the same reason. A folder
   that cannot be read, a link out of the root or a link loop becomes a failed scan saying so
   (``worker.walk``). ``label_source`` is ``folder`` when the root has YES/NO folders, else
-  ``predicted`` (neuron statistics then use the predicted class as the label).
+  ``predicted`` (neuron statistics then use the predicted class as the label). DICOM files are
+  linked to their series as they are recorded; the scans of a series whose tags rule it out are
+  ``skipped``, unless the job has ``all_series`` (``worker.series``).
 - Processing touches only scans still pending, so a redelivered batch does nothing twice. A scan
   whose content was already analysed, done, by an earlier job with the same model (digest) and
   method reuses that job's results: rows copied, output files hard-linked (copied across
@@ -28,7 +30,8 @@ Functions given a ``session`` never commit it (the caller does); those given a
   The model is prepared (``prepare_analysis``: load, graph, one blank pass) before any scan is
   claimed; a model that cannot be analysed at all (``pipeline.model.loading.ModelError``) fails
   the job with one message naming it, and leaves its scans pending: none fails for the model.
-- Finalising merges the batches' neuron partials once, with a conditional UPDATE.
+- Finalising merges the batches' neuron partials once, with a conditional UPDATE, and in the same
+  transaction orders each DICOM series' slices and records its result (``worker.series``).
 - Cancelling stops new batches; pending scans stay pending. ``reopen_job`` makes a cancelled or
   failed job resumable: the walk runs again, adding only new files. A job that failed before
   any scan was analysed takes its model.json as it is now, so a spec fixed after the failure
@@ -54,6 +57,8 @@ from worker.batch import BatchOutcome
 from worker.db import SessionFactory, session_scope, write_scope
 from worker.models import (OVERLAY_MODES, OVERLAYS_ON_DEMAND, Job, JobStatus, NeuronPartial, NeuronStats,
                            Result, Scan, ScanStatus, utcnow)
+from worker.series import FOUND, attach_series, finish_series, read_slices
+from worker.settings import dicom_uid_key
 from worker.store import (add_scans, existing_paths, get_job, job_summary, mark_duplicates,
                           model_for_spec, pending_scan_ids)
 from worker.walk import Entry, folder_labels, path_label, walk
@@ -75,10 +80,12 @@ class JobError(ValueError):
 
 
 def create_job(session, root: str | os.PathLike, spec: ModelSpec, method: str,
-               created_by: int | None = None, overlays: str = OVERLAYS_ON_DEMAND) -> Job:
+               created_by: int | None = None, overlays: str = OVERLAYS_ON_DEMAND,
+               all_series: bool = False) -> Job:
     """Record a job over ``root`` with the model of ``spec``; the caller commits.
 
-    ``overlays`` is ``on-demand`` (full-size overlays rendered when asked for) or ``eager``.
+    ``overlays`` is ``on-demand`` (full-size overlays rendered when asked for) or ``eager``;
+    ``all_series`` analyses every DICOM series, not only those the selection rules pass.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -87,7 +94,8 @@ def create_job(session, root: str | os.PathLike, spec: ModelSpec, method: str,
     if overlays not in OVERLAY_MODES:
         raise JobError(f"unknown overlays {overlays!r}: choose one of {', '.join(OVERLAY_MODES)}")
     job = Job(root=str(root.resolve()), model=model_for_spec(session, spec), method=method,
-              created_by_id=created_by, status=JobStatus.PENDING, overlays=overlays)
+              created_by_id=created_by, status=JobStatus.PENDING, overlays=overlays,
+              all_series=all_series)
     session.add(job)
     session.flush()
     return job
@@ -109,10 +117,11 @@ def enumerate_job(session_factory: SessionFactory, job_id: int,
         return
     # Closed at once when this generator stops (cancelled, time limit, consumer gone): the walk
     # drops its temporary files then, not whenever the garbage collector gets to it.
+    key = dicom_uid_key()
     with (closing(walk(root)) as entries,
           ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash") as pool):
         while chunk := list(islice(entries, chunk_size)):
-            ids = _record_chunk(session_factory, job_id, root, chunk, pool)
+            ids = _record_chunk(session_factory, job_id, root, chunk, pool, key)
             if ids is None:
                 return  # cancelled meanwhile
             if ids:
@@ -139,32 +148,37 @@ def _start_enumeration(session_factory: SessionFactory, job_id: int) -> Path | N
 
 
 def _record_chunk(session_factory: SessionFactory, job_id: int, root: Path, chunk: list[Entry],
-                  pool: ThreadPoolExecutor) -> list[int] | None:
+                  pool: ThreadPoolExecutor, key: bytes) -> list[int] | None:
     """Record a chunk's new scans; return their pending ids, or None if the job was cancelled.
 
     The store is asked which of the chunk's paths it already has, so a resumed walk holds no more
-    than the first one did, however much was recorded before it.
+    than the first one did, however much was recorded before it. DICOM slices are linked to their
+    series (``worker.series``); those of a series not to be analysed are recorded skipped.
     """
     with session_scope(session_factory) as session:
         known = existing_paths(session, job_id, (e.path for e in chunk))
-    rows = list(pool.map(lambda entry: _scan_row(root, entry), [e for e in chunk if e.path not in known]))
+    rows = list(pool.map(lambda entry: _scan_row(root, entry, key), [e for e in chunk if e.path not in known]))
     with write_scope(session_factory) as session:
-        if get_job(session, job_id).status == JobStatus.CANCELLED:
+        job = get_job(session, job_id)
+        if job.status == JobStatus.CANCELLED:
             return None
+        attach_series(session, job, rows)
         ids = add_scans(session, job_id, rows)
         mark_duplicates(session, job_id, ids)
         query = select(Scan.id).where(Scan.id.in_(ids), Scan.status == ScanStatus.PENDING)
         return sorted(session.scalars(query)) if ids else []
 
 
-def _scan_row(root: Path, entry: Entry) -> dict:
+def _scan_row(root: Path, entry: Entry, key: bytes) -> dict:
     row = {"path": entry.path, "label": path_label(entry.path), "sha256": None}
     if entry.error is not None:
         return {**row, "status": ScanStatus.FAILED, "error": entry.error}
     try:
-        return {**row, "sha256": sha256_file(root / entry.path)}
+        row["sha256"] = sha256_file(root / entry.path)
     except ScanError as exc:  # gone, unreadable, not a regular file: said in words
         return {**row, "status": ScanStatus.FAILED, "error": str(exc)}
+    found = read_slices(root, entry.path, key)  # the header, while the file is in the page cache
+    return row if found is None else {**row, FOUND: found}
 
 
 def finalize_job(session_factory: SessionFactory, job_id: int) -> bool:
@@ -175,7 +189,9 @@ def finalize_job(session_factory: SessionFactory, job_id: int) -> bool:
             update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, ~pending)
             .values(status=JobStatus.DONE, finished_at=utcnow())).rowcount == 1
         if finished:
-            session.add(neuron_stats_for(session, get_job(session, job_id)))
+            job = get_job(session, job_id)
+            session.add(neuron_stats_for(session, job))
+            finish_series(session, job)
     return finished
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -64,6 +65,7 @@ class ScanStatus(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    SKIPPED = "skipped"  # never analysed: its DICOM series is not one to analyse (``error`` says why)
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -109,6 +111,8 @@ class Job(Base):
     overlays: Mapped[str | None] = mapped_column(String(16), default=OVERLAYS_ON_DEMAND)
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.PENDING)
     label_source: Mapped[str | None] = mapped_column(String(16))  # "folder" or "predicted"
+    # Analyse every DICOM series, not only those the selection rules pass (``scan --all-series``).
+    all_series: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -120,6 +124,43 @@ class Job(Base):
                                                passive_deletes=True)
     neuron_stats: Mapped["NeuronStats | None"] = relationship(back_populates="job",
                                                               cascade="all, delete-orphan")
+    series: Mapped[list["Series"]] = relationship(back_populates="job", cascade="all, delete-orphan",
+                                                  passive_deletes=True, order_by="Series.id")
+
+
+class Series(Base):
+    """One DICOM series of a job, known only by keyed hashes of its UIDs (``worker.series``).
+
+    Described from the first of its files the walk read; ``slice_count``, ``spacing_mm`` and the
+    series result are filled in when the job finishes. ``analysed`` False with ``reason`` in words:
+    skipped by its tags (its scans are ``skipped``), or, when the job finished, too few slices or
+    images mostly outside the model's experience.
+    """
+
+    __tablename__ = "series"
+    __table_args__ = (UniqueConstraint("job_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))  # HMAC of SeriesInstanceUID
+    study_key: Mapped[str] = mapped_column(String(64))  # HMAC of StudyInstanceUID
+    number: Mapped[int | None] = mapped_column(Integer)  # SeriesNumber
+    modality: Mapped[str | None] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(Text)  # SeriesDescription, identifiers cut out
+    image_type: Mapped[list | None] = mapped_column(JSON)
+    orientation: Mapped[str | None] = mapped_column(String(16))
+    slice_count: Mapped[int | None] = mapped_column(Integer)
+    spacing_mm: Mapped[float | None] = mapped_column(Float)
+    spacing_from: Mapped[str | None] = mapped_column(String(32))
+    sequence: Mapped[str | None] = mapped_column(String(32))
+    sequence_because: Mapped[str | None] = mapped_column(Text)
+    analysed: Mapped[bool] = mapped_column(Boolean, default=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    tumor_probability: Mapped[float | None] = mapped_column(Float)  # the series' aggregate
+    result: Mapped[dict | None] = mapped_column(JSON)  # how it was aggregated, strongest slice, runs
+
+    job: Mapped[Job] = relationship(back_populates="series")
 
 
 class Scan(Base):
@@ -131,6 +172,7 @@ class Scan(Base):
         Index("ix_scans_job_id_status", "job_id", "status"),
         Index("ix_scans_job_id_sha256", "job_id", "sha256"),
         Index("ix_scans_sha256", "sha256"),  # finds earlier jobs' results for the same content
+        Index("ix_scans_series_id", "series_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -143,6 +185,15 @@ class Scan(Base):
     frames: Mapped[int | None] = mapped_column(Integer)  # None for a single image
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A DICOM slice: its series, and where it lies (mm along the slice normal, InstanceNumber);
+    # a multi-frame file keeps each frame's position. slice_index (anatomical order from 0 in the
+    # series; a multi-frame file's first, frame_slices each frame's) is set when the job finishes.
+    series_id: Mapped[int | None] = mapped_column(ForeignKey("series.id", ondelete="SET NULL"))
+    position_mm: Mapped[float | None] = mapped_column(Float)
+    instance: Mapped[int | None] = mapped_column(Integer)
+    frame_positions: Mapped[list | None] = mapped_column(JSON)
+    slice_index: Mapped[int | None] = mapped_column(Integer)
+    frame_slices: Mapped[list | None] = mapped_column(JSON)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                     onupdate=utcnow)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SECRET = "dev-only-not-secret"
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+UID_KEY_LABEL = b"tumorlens: the key DICOM UIDs are hashed under, v1"
 
 
 class Settings(BaseSettings):
@@ -60,3 +63,16 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the process-wide settings, read from the environment on first use."""
     return Settings()
+
+
+def dicom_uid_key(settings: Settings | None = None) -> bytes:
+    """Return the 32-byte key this installation hashes DICOM UIDs under (``pipeline.io.series.uid_key``).
+
+    It is HMAC-SHA256(TUMORLENS_SECRET_KEY, ``UID_KEY_LABEL``): the same for the web and every
+    worker of one installation, so a series gets the same key in every job; unknown without the
+    secret, so nobody holding a store or an export can confirm a guessed UID; and apart from the
+    secret's other uses (the web's sessions): a UID hash reveals nothing of the secret and a
+    session cannot be signed with it. Changing the secret changes every series key from then on.
+    """
+    secret = (settings or get_settings()).secret_key.encode("utf-8")
+    return hmac.new(secret, UID_KEY_LABEL, hashlib.sha256).digest()

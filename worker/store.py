@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from worker.models import Job, Model, NeuronPartial, Result, Scan, ScanStatus, User, utcnow
+from worker.models import Job, Model, NeuronPartial, Result, Scan, ScanStatus, Series, User, utcnow
 
 if TYPE_CHECKING:
     from pipeline.model.spec import ModelSpec
@@ -162,12 +162,15 @@ def scan_counts(session: Session, job_id: int) -> dict[str, int]:
 
 
 def job_summary(session: Session, job_id: int) -> dict:
-    """Return ``{"job", "status", "scans", "done", "failed", "duplicate", "seconds"}``."""
+    """Return ``{"job", "status", "scans", "done", "failed", "duplicate", "skipped", "series",
+    "seconds"}``: ``skipped`` scans belong to DICOM series not to be analysed, ``series`` counts
+    the DICOM series found."""
     job = get_job(session, job_id)
     counts = scan_counts(session, job_id)
+    series = session.scalar(select(func.count(Series.id)).where(Series.job_id == job_id))
     return {"job": job.id, "status": job.status.value, "scans": sum(counts.values()),
             "done": counts["done"], "failed": counts["failed"], "duplicate": counts["duplicate"],
-            "seconds": round(_elapsed(job), 2)}
+            "skipped": counts["skipped"], "series": series or 0, "seconds": round(_elapsed(job), 2)}
 
 
 def _elapsed(job: Job) -> float:

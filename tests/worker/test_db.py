@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import PROJECT_ROOT
 from worker import db
-from worker.models import Base, Job, Model, Scan
+from worker.models import Base, Job, Model, Scan, ScanStatus
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -102,6 +102,44 @@ def test_downgrade_to_base_and_back(empty_url):
     assert not tables & set(Base.metadata.tables)
     db.upgrade(empty_url)
     assert _schema_diff(empty_url) == []
+
+
+SERIES_REVISION, BEFORE_SERIES = "1ce01377b6f3", "8c4e2a71d5b0"
+
+
+def test_the_series_migration_keeps_what_was_recorded_before_it(empty_url):
+    db.upgrade(empty_url, BEFORE_SERIES)
+    engine = db.make_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (digest, name, spec_path, spec, created_at) "
+                          "VALUES ('d', 'm', '/m/model.json', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO jobs (root, model_id, method, status, created_at) "
+                          "VALUES ('/data', 1, 'gradcam', 'done', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO scans (job_id, path, status, attempts, updated_at) "
+                          "VALUES (1, 'a.dcm', 'done', 1, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO results (scan_id, job_id, frame, width, height, predicted_class, "
+                          "tumor_probability, probabilities, method, peak_x, peak_y, overlay, thumbnail, "
+                          "heatmap, created_at) VALUES (1, 1, 0, 8, 8, 'tumor', 0.9, '{}', 'gradcam', 1, 1, "
+                          "'o', 't', 'h', CURRENT_TIMESTAMP)"))
+    # Rebuilding a SQLite table (scans gains a foreign key) must not delete what references it.
+    db.upgrade(empty_url, SERIES_REVISION)
+    with db.session_scope(db.make_session_factory(engine)) as session:
+        job, scan = session.get(Job, 1), session.scalar(select(Scan))
+        assert (job.all_series, scan.path, scan.series_id, scan.slice_index) == (False, "a.dcm", None, None)
+        assert [r.tumor_probability for r in scan.results] == [0.9]
+        scan.status = ScanStatus.SKIPPED
+    _downgrade_to(empty_url, BEFORE_SERIES)
+    with engine.connect() as conn:  # a scan skipped for its series is left to be analysed
+        assert conn.execute(text("SELECT status FROM scans")).all() == [("pending",)]
+        assert conn.execute(text("SELECT count(*) FROM results")).scalar() == 1
+        assert "series" not in set(conn.dialect.get_table_names(conn))
+    engine.dispose()
+
+
+def _downgrade_to(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(db.alembic_config(url), revision)
 
 
 def _downgrade(url: str) -> None:

@@ -7,11 +7,12 @@ import io
 import json
 
 import pytest
+from sqlalchemy import select
 
 from tests.worker.test_store import make_job
 from worker import export
 from worker.db import session_scope
-from worker.models import Job, Result, Scan, ScanStatus
+from worker.models import Job, Result, Scan, ScanStatus, Series
 from worker.store import NotFound
 
 CLASSES = ["no_tumor", "tumor"]
@@ -60,7 +61,25 @@ def test_records_have_exactly_the_architecture_fields(session_factory, job_id):
         "probabilities": {"no_tumor": 0.1, "tumor": 0.9}, "method": "gradcam", "peak": [412, 188],
         "overlay": "/srv/out/jobs/1/sub/dir/y12.jpg.overlay.png",
         "heatmap": "/srv/out/jobs/1/sub/dir/y12.jpg.heatmap.npz", "threshold": 0.5,
-        "ood_score": None, "out_of_distribution": None}
+        "ood_score": None, "out_of_distribution": None, "series": None, "slice_index": None}
+
+
+def test_slices_of_a_series_name_it_and_their_place_and_skipped_scans_say_why(session_factory, job_id):
+    with session_scope(session_factory) as session:
+        series = Series(job_id=job_id, key="k" * 64, study_key="s" * 64, analysed=False,
+                        reason="skipped: not MR (Modality CT)")
+        session.add(series)
+        session.flush()
+        multi = session.scalar(select(Scan).where(Scan.path == "series.dcm"))
+        multi.series_id, multi.slice_index, multi.frame_slices = series.id, 3, [4, 3]  # stored top down
+        session.add(Scan(job_id=job_id, path="ct/1", sha256="d" * 64, status=ScanStatus.SKIPPED,
+                         error=series.reason, series_id=series.id, slice_index=0))
+    records = rows(session_factory, job_id)
+    assert [(r["path"], r["frame"], r["series"], r["slice_index"]) for r in records[3:]] == [
+        ("series.dcm", 0, "k" * 64, 4), ("series.dcm", 1, "k" * 64, 3), ("ct/1", None, "k" * 64, 0)]
+    skipped = records[-1]
+    assert (skipped["status"], skipped["error"]) == ("skipped", "skipped: not MR (Modality CT)")
+    assert all(skipped[field] is None for field in export.FIELDS[5:-2])
 
 
 def test_records_carry_the_models_operating_point(session_factory, job_id):
@@ -138,7 +157,7 @@ def test_csv_flattens_probabilities_and_peak(session_factory, job_id):
     assert list(table[0]) == ["path", "frame", "sha256", "status", "error", "width", "height",
                               "predicted_class", "tumor_probability", "prob_no_tumor", "prob_tumor",
                               "method", "peak_x", "peak_y", "overlay", "heatmap", "threshold",
-                              "ood_score", "out_of_distribution"]
+                              "ood_score", "out_of_distribution", "series", "slice_index"]
     assert (table[0]["prob_tumor"], table[0]["peak_x"], table[0]["peak_y"]) == ("0.9", "412", "188")
     assert table[2]["status"] == "failed" and table[2]["prob_tumor"] == ""
 

@@ -92,7 +92,7 @@ def test_job_summary_counts_and_times(session_factory):
     with session_scope(session_factory) as session:
         assert store.job_summary(session, job_id) == {
             "job": job_id, "status": "done", "scans": 4, "done": 1, "failed": 1, "duplicate": 1,
-            "seconds": 12.5}
+            "skipped": 0, "series": 0, "seconds": 12.5}
 
 
 def test_get_job_names_a_missing_job(session_factory):

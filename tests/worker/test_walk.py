@@ -49,6 +49,25 @@ def test_hidden_and_non_scan_files_are_ignored_but_unnamed_dicom_is_found(tmp_pa
     assert paths(tmp_path) == ["scan.PNG", "series/1.2.840.113619.2.55"]
 
 
+def test_nifti_mask_volumes_are_outlines_not_scans(tmp_path):
+    touch(tmp_path, "p1/p1_flair.nii.gz", "p1/p1_seg.nii.gz", "p2/brain.nii", "p2/brain_mask.nii",
+          "p3/case-t2f.nii.gz", "p3/case-seg.nii.gz", "p4/segment.nii.gz")
+    assert paths(tmp_path) == ["p1/p1_flair.nii.gz", "p2/brain.nii", "p3/case-t2f.nii.gz",
+                               "p4/segment.nii.gz"]
+
+
+def test_unnamed_dicom_written_without_its_preamble_is_found_and_look_alikes_are_not(tmp_path):
+    explicit = b"\x02\x00\x00\x00UL\x04\x00" + bytes(40)  # (0002,0000) UL: file meta, no preamble
+    implicit = b"\x08\x00\x05\x00\x0a\x00\x00\x00ISO_IR 100" + bytes(40)  # (0008,0005), implicit VR
+    touch(tmp_path, "a/IM0001", "a/1.2.3.17", data=explicit)
+    touch(tmp_path, "a/IM0002", data=implicit)
+    touch(tmp_path, "a/junk", data=b"\x08\x00" + b"\xff" * 40)  # group 0008, then no VR, a huge length
+    touch(tmp_path, "a/short", data=b"\x08\x00\x05")
+    touch(tmp_path, "a/notes.txt", data=explicit)  # a type suffix that is not a scan's: never opened
+    os.mkfifo(tmp_path / "a" / "fifo")  # would block a reader: must not be opened
+    assert paths(tmp_path) == ["a/1.2.3.17", "a/IM0001", "a/IM0002"]
+
+
 def test_links_leading_outside_the_root_are_reported_not_followed(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"
     touch(outside, "secret.png", "dir/also.png", "unnamed", data=DICOM_HEAD)

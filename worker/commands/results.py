@@ -18,7 +18,13 @@ from worker.store import NotFound, get_job
 
 @click.command()
 @click.argument("job_id", metavar="JOB", type=int)
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "series", "series-csv"]), default="json",
+              show_default=True,
+              help="json/csv: one record per scan (per frame), with its DICOM series and slice_index. "
+                   "series/series-csv: one record per DICOM series: its description, sequence, whether "
+                   "it was analysed (else the reason), its tumor probability (top-k-mean: the mean "
+                   "of its 3 strongest slices, slices outside the model's experience counted as 0), "
+                   "strongest slice and tumor slice ranges (docs/design.md, worker.series).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of standard output.")
 @click.option("--overlays", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -28,17 +34,23 @@ from worker.store import NotFound, get_job
               help="Processes drawing overlays (default: one per core).")
 def export(job_id: int, fmt: str, output: Path | None, overlay_dir: Path | None,
            processes: int | None) -> None:
-    """Print one record per scan (per frame) of JOB as JSON or CSV."""
+    """Print one record per scan (per frame) of JOB, or per DICOM series, as JSON or CSV."""
     from worker.export import export_job
+    from worker.series_export import SERIES_FORMATS, export_series
 
     factory = open_store()
     settings = get_settings()
+    if fmt in SERIES_FORMATS and overlay_dir:
+        raise click.UsageError("--overlays draws per-scan overlays: use it with --format json or csv")
     try:
         undrawn = draw_overlays(factory, job_id, overlay_dir, processes) if overlay_dir else set()
         out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
         try:
             with db.session_scope(factory) as session:
-                export_job(session, job_id, settings.output_dir, fmt, out, overlay_dir, frozenset(undrawn))
+                if fmt in SERIES_FORMATS:
+                    export_series(session, job_id, fmt, out)
+                else:
+                    export_job(session, job_id, settings.output_dir, fmt, out, overlay_dir, frozenset(undrawn))
         finally:
             if output:
                 out.close()

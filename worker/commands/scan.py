@@ -94,7 +94,8 @@ def wait_for(factory, job_id: int, poll: float = 1.0) -> dict:
         while True:
             with db.session_scope(factory) as session:
                 summary = job_summary(session, job_id)
-            progress(summary["done"] + summary["failed"] + summary["duplicate"], summary["scans"])
+            progress(summary["done"] + summary["failed"] + summary["duplicate"] + summary["skipped"],
+                     summary["scans"])
             if summary["status"] in TERMINAL:
                 return summary
             time.sleep(poll)
@@ -122,13 +123,16 @@ def print_summary(summary: dict, as_json: bool, factory=None) -> None:
     if as_json:
         click.echo(json.dumps(summary))
         return
+    skipped = f", {summary['skipped']} skipped (their series is not to be analysed)" if summary.get("skipped") else ""
     click.echo(f"job {summary['job']} {summary['status']}: {summary['scans']} scans, "
                f"{summary['done']} done, {summary['failed']} failed, {summary['duplicate']} "
-               f"duplicate, in {summary['seconds']:.1f} s")
+               f"duplicate{skipped}, in {summary['seconds']:.1f} s")
     if summary["failed"] and factory is not None:
         _print_failures(factory, summary["job"])
     if summary["status"] == "done":
         click.echo(f"records: tumorlens export {summary['job']} --format csv")
+        if summary.get("series"):
+            click.echo(f"{summary['series']} DICOM series: tumorlens export {summary['job']} --format series")
 
 
 def exit_if_failed(factory, summary: dict) -> None:
@@ -175,8 +179,13 @@ def finish(factory, job_id: int, local: bool, wait: bool, batch_size: int | None
               show_default=True,
               help="Full-size overlays: rendered when viewed or exported (export --overlays), or "
                    "written now beside the thumbnails (about 10x the disk).")
+@click.option("--all-series", is_flag=True,
+              help="Analyse every DICOM series. By default a series that is not MR, is a localizer, "
+                   "shows another body part (BodyPartExamined) is skipped, its scans recorded "
+                   "'skipped' with the reason; too few slices (< 5) or images mostly outside the "
+                   "model's experience leave a series without a series result.")
 def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool, as_json: bool,
-         batch_size: int | None, overlays: str) -> None:
+         batch_size: int | None, overlays: str, all_series: bool) -> None:
     """Analyse every scan under FOLDER."""
     if not folder.is_dir():
         raise click.ClickException(f"no such folder: {folder}")
@@ -184,7 +193,7 @@ def scan(folder: Path, model: Path | None, method: str, local: bool, wait: bool,
     factory = open_store()
     with db.session_scope(factory) as session:
         try:
-            job_id = create_job(session, folder, spec, method, overlays=overlays).id
+            job_id = create_job(session, folder, spec, method, overlays=overlays, all_series=all_series).id
         except JobError as exc:
             raise click.ClickException(str(exc)) from exc
     local = local or not get_settings().broker_url

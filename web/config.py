@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_SWALLOW_ERRORS": True,  # a Redis hiccup must not lock everyone out
     "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "REPORT_PAGE_SIZE": 50,
+    "SERIES_PAGE_SIZE": 20,  # DICOM series per page of the report's series section
+    "SERIES_STRIP_CAP": 200,  # slices shown in one series' strip; the rest are counted
     "OVERLAY_THREADS": os.cpu_count() or 1,  # overlays drawn at once by one web process
     "POLL_SECONDS": 1.5,
     "PROXY_COUNT": 0,  # reverse proxies in front that set X-Forwarded-For/-Proto (trusted hops)

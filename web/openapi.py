@@ -105,7 +105,7 @@ SCHEMAS: dict[str, Any] = {
     "StartJob": {"type": "object", "required": ["root", "method"], "properties": {
         "root": INT, "path": STRING, "model": {**STRING, "default": "default"}, "method": STRING}},
     "Progress": {"type": "object", "properties": {
-        k: INT for k in ("total", "pending", "done", "failed", "duplicate", "flagged")}
+        k: INT for k in ("total", "pending", "done", "failed", "duplicate", "skipped", "flagged")}
         | {k: {**NUMBER, "nullable": True} for k in ("rate", "eta_seconds", "seconds")}
         | {"fraction": NUMBER}},
     "Job": {"type": "object", "properties": {

@@ -17,6 +17,7 @@ class Progress:
     done: int
     failed: int
     duplicate: int
+    skipped: int  # slices of DICOM series not to be analysed: handled, never analysed
     flagged: int
     fraction: float  # 0..1 of scans handled
     rate: float | None  # scans handled per second since the job started
@@ -42,15 +43,15 @@ def is_finished(job: Job) -> bool:
 def progress(job: Job, counts: dict[str, int], flagged: int, now: dt.datetime | None = None) -> Progress:
     """Compute the job's progress from its per-status scan counts."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    done, failed, dup = (counts.get(k, 0) for k in ("done", "failed", "duplicate"))
+    done, failed, dup, skipped = (counts.get(k, 0) for k in ("done", "failed", "duplicate", "skipped"))
     pending = counts.get("pending", 0)
-    handled = done + failed + dup
+    handled = done + failed + dup + skipped
     total = handled + pending
     fraction = 1.0 if JobStatus(job.status) is JobStatus.DONE else (handled / total if total else 0.0)
     seconds = _elapsed(job, now)
     rate = handled / seconds if seconds and handled else None
     eta = pending / rate if rate and not is_finished(job) else None
-    return Progress(total, pending, done, failed, dup, flagged, fraction, rate, eta, seconds)
+    return Progress(total, pending, done, failed, dup, skipped, flagged, fraction, rate, eta, seconds)
 
 
 def _elapsed(job: Job, now: dt.datetime) -> float | None:

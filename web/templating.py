@@ -9,6 +9,7 @@ from flask import Flask
 
 from web.folders import COUNT_CAP
 from web.progress import aware, is_finished
+from web.series import KEY_SHOWN, short_key
 from worker.export import OOD_LIMIT, is_out_of_distribution, model_threshold
 
 
@@ -79,10 +80,23 @@ def card_metrics(card: dict | None) -> list[tuple[str, str]]:
     return found
 
 
+def skip_reason(reason: str | None) -> str:
+    """Return why a series was not analysed, as "skipped: …"."""
+    reason = (reason or "no reason recorded").strip()
+    return reason if reason.startswith("skipped") else f"skipped: {reason}"
+
+
+def bare_reason(reason: str | None) -> str:
+    """Return why a series was skipped without the leading "skipped: " (a status badge says it)."""
+    return skip_reason(reason).removeprefix("skipped").lstrip(": ")
+
+
 def init_app(app: Flask) -> None:
     """Register the filters and globals."""
-    for f in (percent, duration, rate, eta, when, count_label, filesize, probability, times_limit):
+    for f in (percent, duration, rate, eta, when, count_label, filesize, probability, times_limit,
+              skip_reason, bare_reason):
         app.jinja_env.filters[f.__name__] = f
     app.jinja_env.globals.update(is_finished=is_finished, card_metrics=card_metrics,
                                  out_of_distribution=is_out_of_distribution,
-                                 model_threshold=model_threshold)
+                                 model_threshold=model_threshold, short_key=short_key,
+                                 key_shown=KEY_SHOWN)

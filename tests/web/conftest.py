@@ -122,3 +122,35 @@ def sign_in(client, username: str, password: str, next_url: str | None = None):
 def store_session(store_app):
     """A session on the store of a module's own ``store_app`` (defined where it is used)."""
     yield from app_session(store_app)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, one per browser-test module."""
+    from tests.web.browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def site(app, user_id):
+    """The app served over real HTTP, with the user alice."""
+    from tests.web.browser import served
+
+    with served(app) as base:
+        yield base
+
+
+@pytest.fixture
+def page(browser, site):
+    """A signed-in page of a fresh browser context; no Content Security Policy error may occur."""
+    from tests.web.browser import Watched, sign_in as browser_sign_in
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(15_000)
+    watched = Watched(context.new_page())
+    browser_sign_in(watched.page, site, "alice", PASSWORD)
+    yield watched
+    context.close()
+    assert not [e for e in watched.errors if "Content Security Policy" in e], watched.errors

@@ -8,35 +8,11 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.web import seed
-from tests.web.browser import Watched, broken_images, chromium, served, sign_in
-from tests.web.conftest import PASSWORD
+from tests.web.browser import broken_images
 from worker.models import Job, JobStatus, Scan, ScanStatus
 
 pytestmark = pytest.mark.browser
 XSS = "<script>alert(1)</script>.jpg"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def site(app, user_id):
-    with served(app) as base:
-        yield base
-
-
-@pytest.fixture
-def page(browser, site):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(15_000)
-    watched = Watched(context.new_page())
-    sign_in(watched.page, site, "alice", PASSWORD)
-    yield watched
-    context.close()
-    assert not [e for e in watched.errors if "Content Security Policy" in e], watched.errors
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@
     const status = block.querySelector('[data-field="status"]');
     status.textContent = job.status;
     status.className = "status status-" + job.status;
-    ["done", "failed", "duplicate", "flagged", "total"].forEach(function (k) {
+    ["done", "failed", "duplicate", "skipped", "flagged", "total"].forEach(function (k) {
       setText(block, k, String(p[k]));
     });
     setText(block, "rate", p.rate ? p.rate.toFixed(1) + " scans/s" : "");

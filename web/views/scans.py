@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, current_app, render_template, request, send_file
 
 from web import images, overlays, queries
+from web.series import place_in_series
 from web.db import db_session
 from web.views.common import page_filter, scan_or_404
 from worker.models import Result
@@ -29,7 +30,8 @@ def show(scan_id: int):
     return render_template("scan.html", scan=scan, job=scan.job, result=result, frame=frame,
                            prev=prev, next=nxt, filter_args=flt.to_args(), original=original,
                            info=images.safe_info(result.image_info if result else None),
-                           overlay_problem=_prepare_overlay(result))
+                           overlay_problem=_prepare_overlay(result),
+                           place=place_in_series(session, scan, frame))
 
 
 def _prepare_overlay(result: Result | None) -> str | None:

@@ -131,12 +131,11 @@ def overlay_bytes(result: Result, output_dir: Path) -> bytes:
 
 
 def _draw(source: Path, sha256: str | None, frame: int, heatmap: Path) -> bytes:
-    import numpy as np
 
+    from pipeline.io.npz import load_arrays
     from pipeline.io.overlays import overlay_png, source_frames
 
     frames = source_frames(source, sha256)
     if frame not in frames:
         raise ScanError(f"it has no frame {frame} any more")
-    with np.load(heatmap, allow_pickle=False) as stored:
-        return overlay_png(frames[frame], stored["cam"])
+    return overlay_png(frames[frame], load_arrays(heatmap)["cam"])

@@ -56,17 +56,16 @@ def overlay_target(folder: Path, job_id: int, stored: str) -> Path:
 
 def render_task(task: SourceTask) -> int:
     """Draw one source file's overlays; return how many (runs in a worker process)."""
-    import numpy as np
 
     from pipeline.explain.overlay import replace_file
+    from pipeline.io.npz import load_arrays
     from pipeline.io.overlays import overlay_png, source_frames
 
     frames = source_frames(task.source, task.sha256)
     for frame, heatmap, target in task.frames:
         if frame not in frames:
             raise LookupError(f"the scan file has no frame {frame} any more")
-        with np.load(heatmap, allow_pickle=False) as stored:
-            png = overlay_png(frames[frame], stored["cam"])
+        png = overlay_png(frames[frame], load_arrays(heatmap)["cam"])
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         replace_file(Path(target), png)
     return len(task.frames)

@@ -110,6 +110,8 @@ def load_heatmap(path: str | Path) -> np.ndarray:
     Returns:
         (height, width) float32 map in [0, 1].
     """
-    with np.load(path, allow_pickle=False) as arrays:
-        cam, (width, height) = arrays["cam"], arrays["size"].tolist()
+    from pipeline.io.npz import load_arrays
+
+    arrays = load_arrays(path)
+    cam, (width, height) = arrays["cam"], arrays["size"].tolist()
     return upsample(cam, (width, height))

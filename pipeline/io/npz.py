@@ -6,12 +6,20 @@ different bytes; here each entry carries a fixed date.
 Archives are laid out here as a plain zip, which ``np.load`` and ``zipfile`` read; compressed
 entries are deflated by libdeflate (through imagecodecs, which releases the GIL): the standard
 library's zlib took 2.5-3x as long for the same size (benchmarks/bench_overlay.py).
+
+Archives are read with ``load_arrays``, which parses one header at a time in the process: numpy
+parses each ``.npy`` header with ``ast.literal_eval``, and CPython 3.11's AST constructor keeps its
+recursion depth in shared state, so two threads parsing at once can fail with "SystemError: AST
+constructor recursion depth mismatch" (CPython gh-106905). The web draws overlays in threads and
+met it under parallel clients; the lock costs microseconds against a drawing's milliseconds.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
+import threading
 import zlib
 
 import imagecodecs
@@ -20,6 +28,7 @@ import numpy as np
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 _DOS_TIME, _DOS_DATE = 0, (ZIP_DATE[0] - 1980) << 9 | ZIP_DATE[1] << 5 | ZIP_DATE[2]
 _ZIP_VERSION, _STORED, _DEFLATED = 20, 0, 8
+_PARSING = threading.Lock()  # one .npy header parsed at a time (the module docstring says why)
 
 
 def npz_bytes(compresslevel: int | None = None, **arrays: np.ndarray) -> bytes:
@@ -61,7 +70,12 @@ def _zip(entries: dict[str, bytes], level: int | None) -> bytes:
     return b"".join((*parts, central, end))
 
 
+def load_arrays(source: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Return the arrays of an ``.npz`` file by name (no pickled objects), safe from any thread."""
+    with _PARSING, np.load(source, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
 def load_npz_bytes(data: bytes) -> dict[str, np.ndarray]:
     """Return the arrays of ``.npz`` bytes by name (no pickled objects are loaded)."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
+    return load_arrays(io.BytesIO(data))

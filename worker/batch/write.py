@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.explain.overlay import replace_file, write_outputs
+from pipeline.io.npz import load_arrays
 from pipeline.io.overlays import overlay_png
 from pipeline.io.scans import Scan as Image
 from pipeline.io.scans import read_scan
@@ -88,8 +89,7 @@ def _link(source: Path, target: Path) -> Path:
 
 def _render(pixels: np.ndarray, heatmap: Path, target: Path) -> None:
     """Draw an overlay from its scan's pixels and stored map, the bytes an eager job writes."""
-    with np.load(heatmap, allow_pickle=False) as stored:
-        replace_file(target, overlay_png(pixels, stored["cam"]))
+    replace_file(target, overlay_png(pixels, load_arrays(heatmap)["cam"]))
 
 
 def _result_fields(result: Result) -> dict:

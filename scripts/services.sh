@@ -31,6 +31,7 @@ fi
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)  # validates export --format dicom
 if [ ${#need_apt[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "services: installing ${need_apt[*]} from Debian"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -8,6 +8,7 @@ with the reason when the server is unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -38,6 +39,20 @@ def _clear_cached_settings() -> None:
 
     get_settings.cache_clear()
     dispose_engines(close=True)
+
+
+@contextlib.contextmanager
+def home_only(home: Path) -> Iterator[None]:
+    """Run the block with no TUMORLENS_* setting but TUMORLENS_HOME=home (module-scoped fixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SETTINGS_VARS:
+            patch.delenv(f"TUMORLENS_{name}", raising=False)
+        patch.setenv("TUMORLENS_HOME", str(home))
+        _clear_cached_settings()
+        try:
+            yield
+        finally:
+            _clear_cached_settings()
 
 
 @pytest.fixture

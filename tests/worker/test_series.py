@@ -23,7 +23,7 @@ from pipeline.io.series import uid_key
 from tests.builders.archives import WrittenArchive, write_archive
 from tests.builders.cli import scan_json, small_model, tumorlens
 from tests.builders.scans import PHI, write_good_scans
-from tests.conftest import SETTINGS_VARS, _clear_cached_settings
+from tests.conftest import home_only
 from worker import jobs
 from worker.db import session_scope
 from worker.models import Result, Scan
@@ -54,17 +54,10 @@ def run_archive(folder: Path, *options: str) -> Run:
     """Scan the mixed archive plus two JPEGs in-process in a store under ``folder``; export it all."""
     written = write_archive(folder / "archive")
     write_good_scans(folder / "archive" / "photos", 2, size=(40, 40), seed=3)
-    with pytest.MonkeyPatch.context() as patch:
-        for name in SETTINGS_VARS:
-            patch.delenv(f"TUMORLENS_{name}", raising=False)
-        patch.setenv("TUMORLENS_HOME", str(folder / "home"))
-        _clear_cached_settings()
-        try:
-            summary = scan_json(written.root, "--model", small_model(folder), *options)
-            texts = {fmt: tumorlens("export", summary["job"], "--format", fmt).stdout for fmt in EXPORTS}
-            key = dicom_uid_key()
-        finally:
-            _clear_cached_settings()
+    with home_only(folder / "home"):
+        summary = scan_json(written.root, "--model", small_model(folder), *options)
+        texts = {fmt: tumorlens("export", summary["job"], "--format", fmt).stdout for fmt in EXPORTS}
+        key = dicom_uid_key()
     names = {uid_key(plan.uid, key): name for name, plan in written.series.items()}
     series_list = json.loads(texts["series"])
     return Run(written, summary, {(r["path"], r["frame"]): r for r in json.loads(texts["json"])},

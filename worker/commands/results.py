@@ -18,30 +18,45 @@ from worker.store import NotFound, get_job
 
 @click.command()
 @click.argument("job_id", metavar="JOB", type=int)
-@click.option("--format", "fmt", type=click.Choice(["json", "csv", "series", "series-csv"]), default="json",
-              show_default=True,
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "series", "series-csv", "dicom"]),
+              default="json", show_default=True,
               help="json/csv: one record per scan (per frame), with its DICOM series and slice_index. "
                    "series/series-csv: one record per DICOM series: its description, sequence, whether "
                    "it was analysed (else the reason), its tumor probability (top-k-mean: the mean "
                    "of its 3 strongest slices, slices outside the model's experience counted as 0), "
-                   "strongest slice and tumor slice ranges (docs/design.md, worker.series).")
+                   "strongest slice and tumor slice ranges (docs/design.md, worker.series). "
+                   "dicom (needs --out DIR): per analysed DICOM series, a new series of Secondary "
+                   "Capture overlays for a PACS. UNLIKE THE OTHERS, THIS EXPORT CARRIES PATIENT "
+                   "IDENTIFIERS: the patient and study of the source files are copied into it.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of standard output.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --format dicom: the folder the DICOM files go to (they identify the patient).")
 @click.option("--overlays", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Draw the job's full-size overlays into this folder first (as `scan --overlays "
                    "eager` writes them); the records then point at them.")
 @click.option("--processes", type=click.IntRange(1, 256),
-              help="Processes drawing overlays (default: one per core).")
-def export(job_id: int, fmt: str, output: Path | None, overlay_dir: Path | None,
+              help="Processes drawing overlays or writing DICOM (default: one per core).")
+def export(job_id: int, fmt: str, output: Path | None, out_dir: Path | None, overlay_dir: Path | None,
            processes: int | None) -> None:
-    """Print one record per scan (per frame) of JOB, or per DICOM series, as JSON or CSV."""
+    """Print one record per scan (per frame) of JOB, or per DICOM series, as JSON or CSV.
+
+    --format dicom --out DIR writes DICOM overlays instead; only that export identifies patients.
+    """
     from worker.export import export_job
     from worker.series_export import SERIES_FORMATS, export_series
 
+    if (fmt == "dicom") != bool(out_dir):
+        raise click.UsageError("--format dicom writes files that identify the patient: it needs --out DIR, "
+                               "and --out is for --format dicom only")
+    if fmt in (*SERIES_FORMATS, "dicom") and overlay_dir:
+        raise click.UsageError("--overlays draws per-scan overlays: use it with --format json or csv")
+    if fmt == "dicom" and output:
+        raise click.UsageError("--format dicom writes into --out DIR; --output is for the record formats")
     factory = open_store()
     settings = get_settings()
-    if fmt in SERIES_FORMATS and overlay_dir:
-        raise click.UsageError("--overlays draws per-scan overlays: use it with --format json or csv")
+    if fmt == "dicom":
+        return write_dicom(factory, job_id, settings.output_dir, out_dir, processes)
     try:
         undrawn = draw_overlays(factory, job_id, overlay_dir, processes) if overlay_dir else set()
         out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
@@ -56,6 +71,23 @@ def export(job_id: int, fmt: str, output: Path | None, overlay_dir: Path | None,
                 out.close()
     except NotFound as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def write_dicom(factory, job_id: int, output_dir, folder: Path, processes: int | None, shown: int = 20) -> None:
+    """Write the job's DICOM overlays into ``folder``; print what was written and what skipped."""
+    from worker.dicom_export import NotFinished, export_dicom
+
+    try:
+        with db.session_scope(factory) as session:
+            done = export_dicom(session, job_id, output_dir, folder, processes)
+    except (NotFound, NotFinished) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"job {job_id}: {done.series} series, {done.images} Secondary Capture images written "
+               f"into {folder}; {len(done.skipped)} slices skipped")
+    for path, frame, reason in done.skipped[:shown]:
+        click.echo(f"  skipped {path}{'' if frame is None else f' frame {frame}'}: {reason}")
+    if len(done.skipped) > shown:
+        click.echo(f"  … and {len(done.skipped) - shown} more")
 
 
 def draw_overlays(factory, job_id: int, folder: Path, processes: int | None, shown: int = 5) -> set[str]:

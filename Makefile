@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   analyse samples/ with the shipped default model, in-process (no services needed)
-#   make test   the whole test suite (starts PostgreSQL/Redis if they are down, installs Chromium)
+#   make test   the whole test suite (starts PostgreSQL/Redis if they are down, installs Chromium, dicom3tools)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

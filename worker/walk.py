@@ -5,8 +5,9 @@ order is deterministic), holding the listings of the folders on its current path
 archive. It stays inside the root: a symbolic link is followed only when its target resolves
 inside the root, and a directory reached twice (a link loop, or a link to a folder already walked)
 is entered once, by its (st_dev, st_ino). Hidden files and folders (a leading dot) and files that
-are not scans are skipped, and so are NIfTI mask volumes (``X_seg.nii.gz``, ``X_mask.nii``: the
-outlines ``evaluate`` reads beside a volume, ``pipeline.data.annotations.is_mask_volume``). A file named without a type (no suffix, or digits as in UID names) is
+are not scans are skipped, and so are outlines: mask images (``X_mask.png``) and NIfTI mask volumes
+(``X_seg.nii.gz``, ``X_mask.nii``), which ``evaluate`` reads beside their scans
+(``pipeline.data.annotations.is_outline_file``). A file named without a type (no suffix, or digits as in UID names) is
 a scan when it opens like DICOM: "DICM" at byte 128 (``is_scan_candidate``), or, as old systems
 write it without that preamble, a first element of group 0002 or 0008 (``looks_like_bare_dicom``,
 8 bytes read); an archive's README, notes and other files without a suffix are not.
@@ -37,7 +38,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.data.annotations import is_mask_volume
+from pipeline.data.annotations import is_outline_file
 from pipeline.io.scans import has_scan_name, is_scan_candidate
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def _visit(path: str, kind: str, root: Path, visited: set[tuple[int, int]],
             stack.append(_listing(path, root))
         elif kind == LINK and _is_loop(path):
             yield Entry(_relative(path, root), LINK_LOOP)
-    elif (is_scan_candidate(path) or looks_like_bare_dicom(path)) and not is_mask_volume(os.path.basename(path)):
+    elif (is_scan_candidate(path) or looks_like_bare_dicom(path)) and not is_outline_file(os.path.basename(path)):
         # Not only regular files: a pipe or a broken link named like a scan is yielded so
         # that it fails with the reader's explanation instead of vanishing from the report.
         yield Entry(_relative(path, root))

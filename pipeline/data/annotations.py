@@ -139,6 +139,11 @@ def is_mask_volume(name: str) -> bool:
     return stem is not None and stem.lower().endswith(MASK_VOLUME_TAGS)
 
 
+def is_outline_file(name: str) -> bool:
+    """Tell whether a file name is an outline's, not a scan's: a mask image or a mask volume."""
+    return name.endswith(MASK_SUFFIX) or is_mask_volume(name)
+
+
 def volume_case(name: str) -> str:
     """Return the case (patient) a NIfTI image volume belongs to: its BraTS case, else its stem."""
     stem = volume_stem(name) or name

@@ -49,11 +49,12 @@ def test_hidden_and_non_scan_files_are_ignored_but_unnamed_dicom_is_found(tmp_pa
     assert paths(tmp_path) == ["scan.PNG", "series/1.2.840.113619.2.55"]
 
 
-def test_nifti_mask_volumes_are_outlines_not_scans(tmp_path):
+def test_mask_images_and_volumes_are_outlines_not_scans(tmp_path):
     touch(tmp_path, "p1/p1_flair.nii.gz", "p1/p1_seg.nii.gz", "p2/brain.nii", "p2/brain_mask.nii",
-          "p3/case-t2f.nii.gz", "p3/case-seg.nii.gz", "p4/segment.nii.gz")
+          "p3/case-t2f.nii.gz", "p3/case-seg.nii.gz", "p4/segment.nii.gz",
+          "p5/TCGA_1_12.tif", "p5/TCGA_1_12_mask.png", "p5/mask.png")
     assert paths(tmp_path) == ["p1/p1_flair.nii.gz", "p2/brain.nii", "p3/case-t2f.nii.gz",
-                               "p4/segment.nii.gz"]
+                               "p4/segment.nii.gz", "p5/TCGA_1_12.tif", "p5/mask.png"]
 
 
 def test_unnamed_dicom_written_without_its_preamble_is_found_and_look_alikes_are_not(tmp_path):

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, select, update
 
-from pipeline.io.scans import DICOM_SUFFIXES
+from pipeline.io.scans import may_hold_dicom
 from worker.export import is_out_of_distribution, model_threshold
 from worker.models import Job, Result, Scan, ScanStatus, Series
 from worker.store import insert_ignoring_conflicts
@@ -50,15 +50,9 @@ FOUND = "_series"  # a row's series as read from its header, while its chunk is 
 NOT_BRAIN_BY_IMAGES = "skipped: not a brain series by its images"
 
 
-def may_be_dicom(path: str) -> bool:
-    """Tell whether a scan's name leaves room for DICOM (a DICOM suffix, none, or digits)."""
-    suffix = PurePosixPath(path).suffix.lower()
-    return suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
-
-
 def read_slices(root: Path, path: str, key: bytes) -> found_series.Series | None:
     """Return the series one file belongs to, with that file's slices; None if it holds none."""
-    if not may_be_dicom(path):
+    if not may_hold_dicom(PurePosixPath(path).name):
         return None
     from pipeline.io.series import read_archive
 

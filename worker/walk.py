@@ -8,9 +8,8 @@ is entered once, by its (st_dev, st_ino). Hidden files and folders (a leading do
 are not scans are skipped, and so are outlines: mask images (``X_mask.png``) and NIfTI mask volumes
 (``X_seg.nii.gz``, ``X_mask.nii``), which ``evaluate`` reads beside their scans
 (``pipeline.data.annotations.is_outline_file``). A file named without a type (no suffix, or digits as in UID names) is
-a scan when it opens like DICOM: "DICM" at byte 128 (``is_scan_candidate``), or, as old systems
-write it without that preamble, a first element of group 0002 or 0008 (``looks_like_bare_dicom``,
-8 bytes read); an archive's README, notes and other files without a suffix are not.
+a scan when it opens like DICOM, with its preamble or without (``is_scan_candidate``, 132 bytes
+read); an archive's README, notes and other files without a suffix are not.
 
 Memory does not grow with the number of files. A listing longer than ``SPILL_NAMES`` is not held:
 it is sorted in runs written to an unnamed temporary file (``tempfile.gettempdir()``, so TMPDIR)
@@ -32,7 +31,6 @@ import errno
 import heapq
 import logging
 import os
-import stat
 import tempfile
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -51,12 +49,6 @@ LABEL_DEPTH = 2  # YES/NO at the top, or one level down (TRAIN/YES, brain_tumor_
 SPILL_NAMES = 20_000  # a listing longer than this is sorted in runs on disk (about 2 MiB held)
 MERGE_FAN_IN = 64  # runs merged at once; more are first merged into longer runs
 READ_BLOCK = 1 << 14  # bytes read from a run at a time: the merge holds one block per run
-# A DICOM file without its preamble opens on a little-endian tag of group 0002 (file meta, always
-# explicit VR) or 0008, then a VR of two letters, or (implicit VR) a 4-byte length.
-BARE_GROUPS = (b"\x02\x00", b"\x08\x00")
-BARE_MAX_LENGTH = 1 << 12  # the first element's length: a short code, UID or string
-VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
-                b"UN UR US UT UV".split())
 
 
 @dataclass(frozen=True)
@@ -98,27 +90,10 @@ def _visit(path: str, kind: str, root: Path, visited: set[tuple[int, int]],
             stack.append(_listing(path, root))
         elif kind == LINK and _is_loop(path):
             yield Entry(_relative(path, root), LINK_LOOP)
-    elif (is_scan_candidate(path) or looks_like_bare_dicom(path)) and not is_outline_file(os.path.basename(path)):
+    elif is_scan_candidate(path) and not is_outline_file(os.path.basename(path)):
         # Not only regular files: a pipe or a broken link named like a scan is yielded so
         # that it fails with the reader's explanation instead of vanishing from the report.
         yield Entry(_relative(path, root))
-
-
-def looks_like_bare_dicom(path: str) -> bool:
-    """Tell whether a file named without a type starts like DICOM written without its preamble."""
-    suffix = os.path.splitext(os.path.basename(path))[1]
-    if (suffix and not suffix[1:].isdigit()) or os.path.basename(path).startswith("._"):
-        return False
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe would block the walk
-            return False
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-    except OSError:
-        return False
-    if len(head) < 8 or head[:2] not in BARE_GROUPS:
-        return False
-    return head[4:6] in VRS or int.from_bytes(head[4:8], "little") <= BARE_MAX_LENGTH
 
 
 # A folder's listing is kept as one string per name, "<name>\0<kind>", sorted: that orders by

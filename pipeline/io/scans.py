@@ -33,6 +33,12 @@ from pipeline.io.pixels import (FORMATS_READ, MAX_PIXELS, NOT_READABLE, Scan, Sc
 SCAN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".j2k",
                            ".jpx", ".dcm", ".dicom", ".nii"})  # and .nii.gz (has_scan_name)
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+# A DICOM file without its preamble opens on a little-endian tag of group 0002 (file meta, always
+# explicit VR) or 0008, then a VR of two letters, or (implicit VR) a 4-byte length.
+BARE_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
+BARE_MAX_LENGTH = 1 << 12  # the first element's length: a short code, UID or string
+_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+                 b"UN UR US UT UV".split())
 # Files are read whole before decoding; nothing a scanner writes per slice or series comes near this.
 MAX_FILE_BYTES = 1 << 30
 # MPO is how Pillow names JPEGs that carry extra preview frames (many cameras and phones write them).
@@ -77,13 +83,15 @@ def read_scan(path: str | os.PathLike) -> list[Scan]:
 
 
 def is_scan_candidate(path: str | os.PathLike) -> bool:
-    """Tell whether a file looks like a scan by its name, or by the DICOM preamble when unnamed.
+    """Tell whether a file looks like a scan by its name, or by its first bytes when unnamed.
 
     Args:
         path: a file found in a folder; only files without a type suffix are opened (132 bytes).
 
     Returns:
-        True for a scan suffix (any case), or no suffix and "DICM" at byte 128.
+        True for a scan suffix (any case), or no type suffix and bytes that open like DICOM:
+        "DICM" at byte 128, or, as old systems write it without that preamble, a first element of
+        group 0002 or 0008 with a valid VR or a short length.
     """
     path = Path(path)
     if path.name.startswith("._"):  # AppleDouble metadata that macOS leaves beside copied files
@@ -91,10 +99,21 @@ def is_scan_candidate(path: str | os.PathLike) -> bool:
     if is_nifti_name(path.name):
         return True
     suffix = path.suffix.lower()
-    # DICOM files are often named by their UID ("1.2.840.113619.2.55.3"): a digit suffix is no type.
-    if suffix and not suffix[1:].isdigit():
+    if not may_hold_dicom(path.name):
         return suffix in SCAN_SUFFIXES
-    return _has_dicom_preamble(path)
+    return suffix in DICOM_SUFFIXES or _opens_like_dicom(path)
+
+
+def may_hold_dicom(name: str) -> bool:
+    """Tell whether a file name leaves room for DICOM: a DICOM suffix, none, or digits.
+
+    DICOM files are often named by their UID ("1.2.840.113619.2.55.3"): a digit suffix is no type.
+    """
+    return _dicom_suffix(os.path.splitext(name)[1].lower())
+
+
+def _dicom_suffix(suffix: str) -> bool:
+    return suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
 
 
 def has_scan_name(path: str | os.PathLike) -> bool:
@@ -138,7 +157,7 @@ def _decode(data: bytes, suffix: str) -> list[Scan]:
         if kind:
             raise ScanError(f"damaged {kind}: the file starts like a {kind} "
                             "but its header cannot be read") from None
-        if suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit():
+        if _dicom_suffix(suffix):
             return _read_dicom(data, preamble=False)  # DICOM written without its preamble
         raise ScanError(NOT_READABLE) from None
     except OSError as exc:  # a WebP decoder is set up at open, so damage can surface here
@@ -293,15 +312,22 @@ def _os_error_message(exc: OSError, path: Path) -> str:
     return f"cannot read the file: {(exc.strerror or 'input/output error').lower()}"
 
 
-def _has_dicom_preamble(path: Path) -> bool:
+def _opens_like_dicom(path: Path) -> bool:
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
+        if not stat.S_ISREG(path.stat().st_mode):  # a pipe would block the caller
             return False
         with open(path, "rb") as handle:
             head = handle.read(132)
     except OSError:
         return False
-    return _is_dicom_head(head)
+    return _is_dicom_head(head) or is_bare_dicom_head(head)
+
+
+def is_bare_dicom_head(head: bytes) -> bool:
+    """Tell whether bytes open like DICOM written without its preamble (the first 8 suffice)."""
+    if len(head) < 8 or head[:2] not in BARE_DICOM_GROUPS:
+        return False
+    return head[4:6] in _VRS or int.from_bytes(head[4:8], "little") <= BARE_MAX_LENGTH
 
 
 def _is_dicom_head(head: bytes) -> bool:

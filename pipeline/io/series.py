@@ -32,6 +32,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
+from pipeline.io.scans import BARE_DICOM_GROUPS
 from pipeline.io.dicom_header import (SequenceGuess, as_vector, clean_description, guess_sequence, header_code,
                                       header_codes, header_number, orientation_name, own_value, slice_normal)
 
@@ -40,7 +41,6 @@ MIN_KEY_BYTES = 16
 BRAIN_PARTS = frozenset({"BRAIN", "HEAD", "HEADNECK", "HEAD_NECK", "HEAD NECK", "SKULL", "CEREBRUM",
                          "NEURO", "KOPF", "SCHAEDEL", "CRANE", "CRANIUM"})
 _LOCALIZER_WORDS = re.compile(r"(?<![A-Z0-9])(LOCALI[SZ]ER|SCOUT|SURVEY|3[ _-]?PLANE[ _-]?LOC)(?![A-Z0-9])")
-_BARE_STARTS = (b"\x02\x00", b"\x08\x00")  # a preamble-less file opens on group 0002 or 0008 (LE)
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def _read_frames(path: Path, relative: str) -> tuple[Dataset, list[_Frame]] | No
             return None
         with open(path, "rb") as handle:
             head = handle.read(132)
-            if head[128:132] != b"DICM" and head[:2] not in _BARE_STARTS:
+            if head[128:132] != b"DICM" and head[:2] not in BARE_DICOM_GROUPS:
                 return None
             handle.seek(0)
             header = pydicom.dcmread(handle, stop_before_pixels=True, force=True)

@@ -70,17 +70,18 @@ def test_scan_candidates_by_suffix(tmp_path, name, expected):
     assert is_scan_candidate(tmp_path / name) is expected
 
 
-def test_scan_candidates_without_a_type_suffix_need_the_dicom_preamble(tmp_path):
+def test_scan_candidates_without_a_type_suffix_must_open_like_dicom(tmp_path):
     dicom = make_dicom(tmp_path / "x.dcm", GRAY, phi=False)
     unnamed = dicom.rename(tmp_path / "IM0001")
     uid_named = tmp_path / "1.2.840.113619.2.55.3"
     uid_named.write_bytes(unnamed.read_bytes())
+    (tmp_path / "IM0002").write_bytes(unnamed.read_bytes()[128 + 4:])  # written without the preamble
     (tmp_path / "README").write_text("not a scan")
     (tmp_path / "1.2.3.4").write_bytes(b"\0" * 200)
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "folder").mkdir()
     found = {path.name for path in tmp_path.iterdir() if is_scan_candidate(path)}
-    assert found == {"IM0001", "1.2.840.113619.2.55.3"}
+    assert found == {"IM0001", "IM0002", "1.2.840.113619.2.55.3"}
 
 
 def test_scan_suffixes_are_the_documented_ones():

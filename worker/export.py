@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -151,11 +151,17 @@ def flatten(row: dict, class_names: list[str]) -> dict:
 
 def write_csv(rows: Iterator[dict], out: TextIO, class_names: list[str]) -> int:
     """Write ``rows`` as CSV with a header; return how many."""
-    writer = csv.DictWriter(out, fieldnames=csv_columns(class_names), lineterminator="\n")
+    return write_flat_csv(rows, out, csv_columns(class_names), lambda row: flatten(row, class_names))
+
+
+def write_flat_csv(rows: Iterator[dict], out: TextIO, columns: Sequence[str],
+                   flat: Callable[[dict], dict]) -> int:
+    """Write ``rows``, each made flat by ``flat``, as CSV under the header ``columns``; return how many."""
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     count = 0
     for row in rows:
-        writer.writerow(flatten(row, class_names))
+        writer.writerow(flat(row))
         count += 1
     return count
 

@@ -27,14 +27,13 @@ same fields flat: ``image_type`` joined by "\\", ``strongest_slice_index``, ``_p
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from typing import TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.export import csv_cell, write_json
+from worker.export import csv_cell, write_flat_csv, write_json
 from worker.models import Series
 from worker.store import get_job
 
@@ -95,10 +94,4 @@ def export_series(session: Session, job_id: int, fmt: str, out: TextIO) -> int:
     rows = series_rows(session, job_id)
     if fmt == "series":
         return write_json(rows, out)
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    count = 0
-    for row in rows:
-        writer.writerow(flatten_series(row))
-        count += 1
-    return count
+    return write_flat_csv(rows, out, CSV_COLUMNS, flatten_series)

@@ -15,6 +15,7 @@ import pytest
 from tests.builders.archives import write_archive
 from tests.builders.processes import run_cli, tumorlens_env
 from tests.builders.scans import write_good_scans
+from tests.worker import test_tasks
 from tests.worker.test_tasks import BATCH_SIZE, Cluster, exported
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("worker-processes")]
@@ -22,11 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("worker-processes")]
 SKIPPED_SLICES = 15  # the archive's localizer, knee and CT series
 
 
-@pytest.fixture(scope="module")
-def model_json(tmp_path_factory) -> Path:
-    from tests.builders.models import build_model
-
-    return build_model(tmp_path_factory.mktemp("model"), "sequential", input_size=(32, 32))
+model_json = test_tasks.model_json  # the queue tests' small model, built once per module
 
 
 @pytest.fixture(scope="module")
